@@ -1,0 +1,362 @@
+/**
+ * The API contract: every route with its request and response schemas. This table is the single
+ * source for request validation (control plane), the OpenAPI document, the typed client (sdk),
+ * and the cross-tenant test that walks every app-scoped route.
+ */
+import { z } from 'zod';
+import { APP_NAME_RE, APP_NAME_RULE, ENV_KEY_RE, ENV_KEY_RULE, PROCESS_TYPE_RE } from './names.ts';
+import { BUILD_STATES, INSTANCE_STATES, NODE_STATES, ROLES, SCOPES, STACKS } from './domain.ts';
+import type { Role, Scope } from './domain.ts';
+
+// ---------- building blocks ----------
+
+export const AppName = z.string().regex(APP_NAME_RE, `app names are DNS labels: ${APP_NAME_RULE}`);
+export const EnvKey = z.string().regex(ENV_KEY_RE, `config keys must be ${ENV_KEY_RULE}`);
+export const ProcessType = z.string().regex(PROCESS_TYPE_RE, 'process types are lowercase words like web or worker');
+const Timestamp = z.string().describe('ISO 8601 timestamp');
+const Email = z.string().trim().toLowerCase().pipe(z.email({ message: 'a valid email address is required' }));
+
+// ---------- resources ----------
+
+export const User = z.object({ id: z.string(), email: z.string(), createdAt: Timestamp });
+export const Organization = z.object({ id: z.string(), name: z.string(), createdAt: Timestamp });
+export const Member = z.object({ userId: z.string(), email: z.string(), role: z.enum(ROLES), createdAt: Timestamp });
+
+export const TokenInfo = z.object({
+  id: z.string(),
+  name: z.string(),
+  scopes: z.array(z.string()),
+  createdAt: Timestamp,
+  expiresAt: Timestamp.nullable(),
+  lastUsedAt: Timestamp.nullable(),
+});
+
+export const App = z.object({
+  id: z.string(),
+  name: z.string(),
+  organizationId: z.string(),
+  plan: z.string(),
+  url: z.string(),
+  currentRelease: z.number().int().nullable(),
+  createdAt: Timestamp,
+  updatedAt: Timestamp,
+});
+
+export const Formation = z.object({ type: z.string(), quantity: z.number().int(), command: z.string().nullable() });
+
+export const Build = z.object({
+  id: z.string(),
+  appId: z.string(),
+  state: z.enum(BUILD_STATES),
+  stack: z.enum(STACKS).nullable(),
+  sourceDigest: z.string(),
+  artifactDigest: z.string().nullable(),
+  processTypes: z.record(z.string(), z.string()),
+  cacheHit: z.boolean().nullable(),
+  error: z.string().nullable(),
+  releaseVersion: z.number().int().nullable(),
+  createdAt: Timestamp,
+  finishedAt: Timestamp.nullable(),
+});
+
+export const Release = z.object({
+  id: z.string(),
+  appId: z.string(),
+  version: z.number().int(),
+  buildId: z.string(),
+  description: z.string(),
+  processTypes: z.record(z.string(), z.string()),
+  configKeys: z.array(z.string()),
+  createdBy: z.string().nullable(),
+  createdAt: Timestamp,
+  current: z.boolean(),
+});
+
+export const Instance = z.object({
+  id: z.string(),
+  appId: z.string(),
+  type: z.string(),
+  index: z.number().int(),
+  releaseVersion: z.number().int(),
+  nodeId: z.string().nullable(),
+  state: z.enum(INSTANCE_STATES),
+  desired: z.enum(['running', 'stopped']),
+  exitCode: z.number().int().nullable(),
+  signal: z.string().nullable(),
+  oomKilled: z.boolean(),
+  restarts: z.number().int(),
+  address: z.string().nullable(),
+  startedAt: Timestamp.nullable(),
+  updatedAt: Timestamp,
+  lastLog: z.array(z.string()),
+});
+
+export const LogLine = z.object({
+  ts: Timestamp,
+  source: z.enum(['app', 'build', 'platform', 'router']),
+  instanceId: z.string().nullable(),
+  type: z.string().nullable(),
+  line: z.string(),
+});
+
+export const Event = z.object({
+  id: z.string(),
+  organizationId: z.string(),
+  appId: z.string().nullable(),
+  type: z.string(),
+  message: z.string(),
+  data: z.record(z.string(), z.unknown()),
+  createdAt: Timestamp,
+});
+
+export const NodeInfo = z.object({
+  id: z.string(),
+  name: z.string(),
+  state: z.enum(NODE_STATES),
+  isolation: z.string(),
+  capacity: z.object({ cpus: z.number(), memoryMb: z.number() }),
+  instances: z.number().int(),
+  lastHeartbeatAt: Timestamp.nullable(),
+});
+
+export const PlanInfo = z.object({ name: z.string(), memoryMb: z.number(), cpus: z.number(), pids: z.number() });
+
+// ---------- route table ----------
+
+export type HttpMethod = 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE';
+
+export interface RouteDef {
+  method: HttpMethod;
+  path: string;
+  summary: string;
+  /** 'none' routes are public; everything else needs a bearer token. */
+  auth: 'none' | 'token';
+  scope?: Scope;
+  /** Minimum role in the token's organization. */
+  role?: Role;
+  params?: z.ZodType;
+  query?: z.ZodType;
+  body?: z.ZodType;
+  /** Raw upload body instead of JSON (source tarballs). */
+  upload?: { contentType: string };
+  response: z.ZodType;
+  /** Server-sent events: `response` describes each event's data. */
+  stream?: 'sse';
+  status?: number;
+}
+
+const route = <const T extends RouteDef>(def: T): T => def;
+
+const AppParams = z.strictObject({ app: z.string().min(1) });
+const strict = z.strictObject;
+
+export const routes = {
+  health: route({
+    method: 'GET', path: '/v1/health', summary: 'Liveness of the API', auth: 'none',
+    response: z.object({ ok: z.boolean(), version: z.string() }),
+  }),
+  login: route({
+    method: 'POST', path: '/v1/auth/login', summary: 'Exchange email and password for a token', auth: 'none',
+    body: strict({ email: Email, password: z.string().min(1), organization: z.string().optional() }),
+    response: z.object({ token: z.string(), user: User, organization: Organization, role: z.enum(ROLES) }),
+  }),
+  me: route({
+    method: 'GET', path: '/v1/me', summary: 'The calling user, organization, role and token scopes', auth: 'token',
+    response: z.object({ user: User, organization: Organization, role: z.enum(ROLES), scopes: z.array(z.string()), platformAdmin: z.boolean() }),
+  }),
+
+  listOrganizations: route({
+    method: 'GET', path: '/v1/organizations', summary: 'Organizations the caller belongs to', auth: 'token', scope: 'orgs:read', role: 'viewer',
+    response: z.array(Organization.extend({ role: z.enum(ROLES) })),
+  }),
+  createOrganization: route({
+    method: 'POST', path: '/v1/organizations', summary: 'Create an organization owned by the caller', auth: 'token', scope: 'orgs:admin', role: 'viewer',
+    body: strict({ name: z.string().trim().min(2).max(60) }),
+    response: Organization, status: 201,
+  }),
+  listMembers: route({
+    method: 'GET', path: '/v1/members', summary: 'Members of the current organization', auth: 'token', scope: 'orgs:read', role: 'viewer',
+    response: z.array(Member),
+  }),
+  addMember: route({
+    method: 'POST', path: '/v1/members', summary: 'Add a user to the organization (creating the account if needed)', auth: 'token', scope: 'orgs:admin', role: 'admin',
+    body: strict({ email: Email, role: z.enum(ROLES) }),
+    response: z.object({ member: Member, initialPassword: z.string().nullable() }), status: 201,
+  }),
+  updateMember: route({
+    method: 'PATCH', path: '/v1/members/:user', summary: "Change a member's role", auth: 'token', scope: 'orgs:admin', role: 'admin',
+    params: strict({ user: z.string().min(1) }), body: strict({ role: z.enum(ROLES) }),
+    response: Member,
+  }),
+  removeMember: route({
+    method: 'DELETE', path: '/v1/members/:user', summary: 'Remove a member', auth: 'token', scope: 'orgs:admin', role: 'admin',
+    params: strict({ user: z.string().min(1) }),
+    response: z.object({ removed: z.boolean() }),
+  }),
+
+  listTokens: route({
+    method: 'GET', path: '/v1/tokens', summary: "The caller's API tokens", auth: 'token', scope: 'tokens:manage', role: 'viewer',
+    response: z.array(TokenInfo),
+  }),
+  createToken: route({
+    method: 'POST', path: '/v1/tokens', summary: 'Create an API token; the secret is shown once', auth: 'token', scope: 'tokens:manage', role: 'viewer',
+    body: strict({
+      name: z.string().trim().min(1).max(80),
+      scopes: z.array(z.enum([...SCOPES, '*'])).min(1),
+      expiresInDays: z.number().int().min(1).max(3650).optional(),
+    }),
+    response: z.object({ token: TokenInfo, secret: z.string() }), status: 201,
+  }),
+  deleteToken: route({
+    method: 'DELETE', path: '/v1/tokens/:token', summary: 'Revoke an API token', auth: 'token', scope: 'tokens:manage', role: 'viewer',
+    params: strict({ token: z.string().min(1) }),
+    response: z.object({ deleted: z.boolean() }),
+  }),
+
+  listPlans: route({
+    method: 'GET', path: '/v1/plans', summary: 'Resource plans', auth: 'token', scope: 'apps:read', role: 'viewer',
+    response: z.array(PlanInfo),
+  }),
+
+  listApps: route({
+    method: 'GET', path: '/v1/apps', summary: 'Apps of the organization', auth: 'token', scope: 'apps:read', role: 'viewer',
+    response: z.array(App),
+  }),
+  createApp: route({
+    method: 'POST', path: '/v1/apps', summary: 'Create an app', auth: 'token', scope: 'apps:write', role: 'developer',
+    body: strict({ name: AppName, plan: z.string().optional() }),
+    response: App, status: 201,
+  }),
+  getApp: route({
+    method: 'GET', path: '/v1/apps/:app', summary: 'One app', auth: 'token', scope: 'apps:read', role: 'viewer',
+    params: AppParams, response: App,
+  }),
+  updateApp: route({
+    method: 'PATCH', path: '/v1/apps/:app', summary: "Change an app's plan", auth: 'token', scope: 'apps:write', role: 'developer',
+    params: AppParams, body: strict({ plan: z.string() }), response: App,
+  }),
+  deleteApp: route({
+    method: 'DELETE', path: '/v1/apps/:app', summary: 'Delete an app and stop its instances', auth: 'token', scope: 'apps:write', role: 'admin',
+    params: AppParams, response: z.object({ deleted: z.boolean() }),
+  }),
+
+  getConfig: route({
+    method: 'GET', path: '/v1/apps/:app/config', summary: 'Config vars', auth: 'token', scope: 'apps:read', role: 'developer',
+    params: AppParams, response: z.record(z.string(), z.string()),
+  }),
+  updateConfig: route({
+    method: 'PATCH', path: '/v1/apps/:app/config', summary: 'Set (string) or unset (null) config vars; creates a release when the app has a build', auth: 'token', scope: 'apps:write', role: 'developer',
+    params: AppParams,
+    body: strict({ vars: z.record(EnvKey, z.string().max(32768).nullable()).refine((v) => Object.keys(v).length > 0, 'give at least one variable') }),
+    response: z.object({ config: z.record(z.string(), z.string()), release: Release.nullable() }),
+  }),
+
+  getFormation: route({
+    method: 'GET', path: '/v1/apps/:app/formation', summary: 'Process types and their scale', auth: 'token', scope: 'apps:read', role: 'viewer',
+    params: AppParams, response: z.array(Formation),
+  }),
+  scale: route({
+    method: 'PATCH', path: '/v1/apps/:app/formation', summary: 'Scale process types', auth: 'token', scope: 'apps:deploy', role: 'developer',
+    params: AppParams,
+    body: strict({ quantities: z.record(ProcessType, z.number().int().min(0).max(100)).refine((v) => Object.keys(v).length > 0, 'give at least one process type') }),
+    response: z.array(Formation),
+  }),
+
+  createBuild: route({
+    method: 'POST', path: '/v1/apps/:app/builds', summary: 'Upload a source tarball (tar.gz) and build it; deploys on success', auth: 'token', scope: 'apps:deploy', role: 'developer',
+    params: AppParams, upload: { contentType: 'application/gzip' }, response: Build, status: 202,
+  }),
+  listBuilds: route({
+    method: 'GET', path: '/v1/apps/:app/builds', summary: 'Builds, newest first', auth: 'token', scope: 'apps:read', role: 'viewer',
+    params: AppParams, response: z.array(Build),
+  }),
+  getBuild: route({
+    method: 'GET', path: '/v1/apps/:app/builds/:build', summary: 'One build', auth: 'token', scope: 'apps:read', role: 'viewer',
+    params: strict({ app: z.string().min(1), build: z.string().min(1) }), response: Build,
+  }),
+  buildLog: route({
+    method: 'GET', path: '/v1/apps/:app/builds/:build/log', summary: 'Build output, live until the build ends (SSE: `line` events, then one `end` event with the build)', auth: 'token', scope: 'apps:read', role: 'viewer',
+    params: strict({ app: z.string().min(1), build: z.string().min(1) }), response: LogLine, stream: 'sse',
+  }),
+
+  listReleases: route({
+    method: 'GET', path: '/v1/apps/:app/releases', summary: 'Releases, newest first', auth: 'token', scope: 'apps:read', role: 'viewer',
+    params: AppParams, response: z.array(Release),
+  }),
+  rollback: route({
+    method: 'POST', path: '/v1/apps/:app/rollback', summary: 'Create a new release from an earlier one (default: the one before current)', auth: 'token', scope: 'apps:deploy', role: 'developer',
+    params: AppParams, body: strict({ version: z.number().int().min(1).optional() }), response: Release, status: 201,
+  }),
+  restart: route({
+    method: 'POST', path: '/v1/apps/:app/restart', summary: 'Restart instances (all, or one process type)', auth: 'token', scope: 'apps:deploy', role: 'developer',
+    params: AppParams, body: strict({ type: ProcessType.optional() }), response: z.object({ restarted: z.number().int() }),
+  }),
+  listInstances: route({
+    method: 'GET', path: '/v1/apps/:app/instances', summary: 'Running and recently exited instances (ps)', auth: 'token', scope: 'apps:read', role: 'viewer',
+    params: AppParams, response: z.array(Instance),
+  }),
+  logs: route({
+    method: 'GET', path: '/v1/apps/:app/logs', summary: 'Recent log lines', auth: 'token', scope: 'apps:read', role: 'viewer',
+    params: AppParams, query: strict({ lines: z.coerce.number().int().min(1).max(10000).default(100) }), response: z.array(LogLine),
+  }),
+  followLogs: route({
+    method: 'GET', path: '/v1/apps/:app/logs/stream', summary: 'Recent log lines, then new ones as they arrive (SSE `line` events)', auth: 'token', scope: 'apps:read', role: 'viewer',
+    params: AppParams, query: strict({ lines: z.coerce.number().int().min(0).max(10000).default(100) }), response: LogLine, stream: 'sse',
+  }),
+  appEvents: route({
+    method: 'GET', path: '/v1/apps/:app/events', summary: "An app's events, newest first", auth: 'token', scope: 'apps:read', role: 'viewer',
+    params: AppParams, query: strict({ limit: z.coerce.number().int().min(1).max(1000).default(100) }), response: z.array(Event),
+  }),
+  followAppEvents: route({
+    method: 'GET', path: '/v1/apps/:app/events/stream', summary: "An app's events as they happen (SSE `event` events)", auth: 'token', scope: 'apps:read', role: 'viewer',
+    params: AppParams, response: Event, stream: 'sse',
+  }),
+  followEvents: route({
+    method: 'GET', path: '/v1/events/stream', summary: "The organization's events as they happen (SSE `event` events)", auth: 'token', scope: 'apps:read', role: 'viewer',
+    response: Event, stream: 'sse',
+  }),
+
+  listNodes: route({
+    method: 'GET', path: '/v1/nodes', summary: 'Nodes of the platform (operators)', auth: 'token', scope: 'platform:admin', role: 'viewer',
+    response: z.array(NodeInfo),
+  }),
+} as const satisfies Record<string, RouteDef>;
+
+export type Routes = typeof routes;
+export type RouteName = keyof Routes;
+
+type Get<T, K extends string> = T extends Record<K, infer V> ? V : undefined;
+type In<S> = S extends z.ZodType ? z.input<S> : undefined;
+type Out<S> = S extends z.ZodType ? z.output<S> : undefined;
+
+export type RouteParams<N extends RouteName> = In<Get<Routes[N], 'params'>>;
+export type RouteQuery<N extends RouteName> = In<Get<Routes[N], 'query'>>;
+export type RouteBody<N extends RouteName> = In<Get<Routes[N], 'body'>>;
+export type RouteResponse<N extends RouteName> = Out<Routes[N]['response']>;
+
+export type AppT = z.output<typeof App>;
+export type BuildT = z.output<typeof Build>;
+export type ReleaseT = z.output<typeof Release>;
+export type InstanceT = z.output<typeof Instance>;
+export type LogLineT = z.output<typeof LogLine>;
+export type EventT = z.output<typeof Event>;
+export type FormationT = z.output<typeof Formation>;
+export type TokenInfoT = z.output<typeof TokenInfo>;
+export type MemberT = z.output<typeof Member>;
+export type OrganizationT = z.output<typeof Organization>;
+export type UserT = z.output<typeof User>;
+export type NodeInfoT = z.output<typeof NodeInfo>;
+
+/** Express-style `/v1/apps/:app` to OpenAPI `/v1/apps/{app}`. */
+export function openApiPath(path: string): string {
+  return path.replace(/:([a-zA-Z]+)/g, '{$1}');
+}
+
+/** Fill `:params` of a route path. */
+export function fillPath(path: string, params: Record<string, string | number> | undefined): string {
+  return path.replace(/:([a-zA-Z]+)/g, (_, k: string) => {
+    const v = params?.[k];
+    if (v === undefined) throw new Error(`missing path parameter '${k}' for ${path}`);
+    return encodeURIComponent(String(v));
+  });
+}

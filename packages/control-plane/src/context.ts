@@ -1,0 +1,42 @@
+import type { Logger } from 'pino';
+import type { Bus } from '@shellwego/bus';
+import type { BlobStore } from '@shellwego/core';
+import type { Store } from '@shellwego/store';
+import type { SecretBox } from './secrets.ts';
+import type { EventRecorder } from './events.ts';
+import type { LogStore } from './logs.ts';
+import type { Deployer } from './controllers/deployer.ts';
+import type { BuildLogs } from './build-logs.ts';
+import type { BuildController } from './controllers/builds.ts';
+
+export interface ControlPlaneSettings {
+  /** Apps answer at `<app>.<baseDomain>`. */
+  baseDomain: string;
+  /** Port users reach the router on, for the URLs we print (omitted when 80/443). */
+  routerPort: number;
+  routerScheme: 'http' | 'https';
+  dataDir: string;
+  maxUploadBytes: number;
+  version: string;
+}
+
+/** Everything a handler or controller needs, built once by the composition root. */
+export interface ControlPlaneContext {
+  settings: ControlPlaneSettings;
+  store: Store;
+  bus: Bus;
+  blobs: BlobStore;
+  secrets: SecretBox;
+  events: EventRecorder;
+  logs: LogStore;
+  buildLogs: BuildLogs;
+  deployer: Deployer;
+  builds: BuildController;
+  logger: Logger;
+}
+
+export function appUrl(settings: ControlPlaneSettings, name: string): string {
+  const defaultPort = settings.routerScheme === 'https' ? 443 : 80;
+  const port = settings.routerPort === defaultPort ? '' : `:${settings.routerPort}`;
+  return `${settings.routerScheme}://${name}.${settings.baseDomain}${port}`;
+}

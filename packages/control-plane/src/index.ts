@@ -1,0 +1,81 @@
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { FastifyInstance } from 'fastify';
+import { subjects } from '@shellwego/core';
+import type { AppLogMessage, BlobStore } from '@shellwego/core';
+import type { Bus, Subscription } from '@shellwego/bus';
+import type { Store } from '@shellwego/store';
+import { buildHttpServer } from './http.ts';
+import type { Handlers } from './http.ts';
+import type { ControlPlaneContext, ControlPlaneSettings } from './context.ts';
+import { EventRecorder } from './events.ts';
+import { LogStore } from './logs.ts';
+import { BuildLogs } from './build-logs.ts';
+import { Deployer } from './controllers/deployer.ts';
+import { BuildController } from './controllers/builds.ts';
+import { SecretBox } from './secrets.ts';
+import { bootstrapOwner } from './auth.ts';
+import type { BootstrapResult } from './auth.ts';
+import { identityHandlers } from './api/identity.ts';
+import { appHandlers } from './api/apps.ts';
+import { streamHandlers } from './api/streams.ts';
+
+export { SecretBox } from './secrets.ts';
+export type { ControlPlaneSettings } from './context.ts';
+export type { BootstrapResult } from './auth.ts';
+export { hashPassword, verifyPassword } from './passwords.ts';
+
+export const handlers: Handlers = { ...identityHandlers, ...appHandlers, ...streamHandlers };
+
+export interface ControlPlaneOptions {
+  store: Store;
+  bus: Bus;
+  blobs: BlobStore;
+  secrets: SecretBox;
+  logger: Logger;
+  settings: ControlPlaneSettings;
+  /** Reconcile loop period; tests shorten it. */
+  reconcileIntervalMs?: number;
+}
+
+export interface ControlPlane {
+  context: ControlPlaneContext;
+  http: FastifyInstance;
+  bootstrap(opts: { email: string; password?: string }): Promise<BootstrapResult>;
+  listen(host: string, port: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** Wires the API, controllers and stores of the control plane. Composition roots call this. */
+export async function createControlPlane(opts: ControlPlaneOptions): Promise<ControlPlane> {
+  const { store, bus, logger, settings, secrets } = opts;
+  const events = new EventRecorder(store, bus);
+  const logs = new LogStore(join(settings.dataDir, 'logs'));
+  const buildLogs = new BuildLogs(join(settings.dataDir, 'build-logs'));
+  const deployer = new Deployer({ store, bus, secrets, events, logs, settings, logger: logger.child({ part: 'deployer' }) }, opts.reconcileIntervalMs);
+  const builds = new BuildController({ store, bus, secrets, events, logs, buildLogs, deployer, logger: logger.child({ part: 'builds' }) });
+  const context: ControlPlaneContext = { settings, store, bus, blobs: opts.blobs, secrets, events, logs, buildLogs, deployer, builds, logger };
+
+  const subs: Subscription[] = [bus.subscribe<AppLogMessage>(subjects.allAppLogs, (m) => logs.append(m.appId, m.lines))];
+  deployer.start();
+  await builds.start();
+  const http = await buildHttpServer(context, handlers);
+
+  return {
+    context,
+    http,
+    bootstrap: (b) => bootstrapOwner(store, { ...b, passwordFile: join(settings.dataDir, 'initial-admin-password') }),
+    async listen(host, port) {
+      await http.listen({ host, port });
+      const addr = http.server.address();
+      return typeof addr === 'object' && addr ? addr.port : port;
+    },
+    async close() {
+      for (const s of subs) s.unsubscribe();
+      builds.stop();
+      await deployer.stop();
+      await http.close();
+      await logs.flush();
+    },
+  };
+}

@@ -1,0 +1,123 @@
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { cpus, hostname, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import type { Logger } from 'pino';
+import { newId } from '@shellwego/core';
+import { InProcessBus } from '@shellwego/bus';
+import { FileBlobStore, openSqliteStore } from '@shellwego/store';
+import { createControlPlane, SecretBox } from '@shellwego/control-plane';
+import type { BootstrapResult } from '@shellwego/control-plane';
+import { createRuntime, detectIsolation } from '@shellwego/sandbox';
+import { createAgent } from '@shellwego/agent';
+import { createBuilder } from '@shellwego/builder';
+import { createRouter } from '@shellwego/router';
+import type { AllInOneConfig } from './config.ts';
+
+export const VERSION = '0.1.0';
+
+export interface AllInOne {
+  apiUrl: string;
+  routerUrl: string;
+  apiPort: number;
+  routerPort: number;
+  nodeId: string;
+  bootstrap: BootstrapResult;
+  logger: Logger;
+  /** Stops the platform; apps keep running only when asked to (live restore). */
+  close(opts?: { keepAppsRunning?: boolean }): Promise<void>;
+}
+
+async function stableNodeId(dataDir: string): Promise<string> {
+  const file = join(dataDir, 'node-id');
+  try {
+    return (await readFile(file, 'utf8')).trim();
+  } catch {
+    const id = newId('nod');
+    await writeFile(file, id + '\n', { mode: 0o600 });
+    return id;
+  }
+}
+
+function firstHost(cidr: string): string {
+  const [base] = cidr.split('/');
+  const parts = base.split('.').map(Number);
+  parts[3] += 1;
+  return parts.join('.');
+}
+
+/**
+ * The all-in-one platform: control plane, builder, agent and router in one process, on the
+ * embedded defaults (SQLite, in-process bus, built-in router), state under one data directory.
+ */
+export async function startAllInOne(config: AllInOneConfig, logger: Logger = pino({ level: config.logLevel })): Promise<AllInOne> {
+  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+
+  if (config.isolation === 'sandbox') {
+    const d = await detectIsolation();
+    if (!d.available) {
+      throw new Error(`sandboxed isolation is not available here: ${d.reason}. ` +
+        'Install bubblewrap and run as root (see README: Isolation), or start with --isolation none ' +
+        '(SHELLWEGO_ISOLATION=none) to run apps as plain processes without isolation.');
+    }
+  } else {
+    logger.warn('isolation is NONE: apps run as plain processes without namespaces or limits (development only)');
+  }
+
+  const store = await openSqliteStore(join(config.dataDir, 'shellwego.db'));
+  const blobs = new FileBlobStore(join(config.dataDir, 'blobs'));
+  const secrets = await SecretBox.fromFile(join(config.dataDir, 'master.key'));
+  const bus = new InProcessBus((err, subject) => logger.error({ err, subject }, 'bus handler failed'));
+  const nodeId = await stableNodeId(config.dataDir);
+
+  const cp = await createControlPlane({
+    store, bus, blobs, secrets, logger: logger.child({ part: 'control-plane' }),
+    settings: { baseDomain: config.baseDomain, routerPort: config.routerPort, routerScheme: 'http', dataDir: config.dataDir, maxUploadBytes: config.maxUploadBytes, version: VERSION },
+    reconcileIntervalMs: config.reconcileIntervalMs,
+  });
+  const bootstrap = await cp.bootstrap({ email: config.adminEmail, password: config.adminPassword });
+
+  const runtime = await createRuntime({
+    isolation: config.isolation,
+    bridge: { name: config.bridgeName, cidr: config.bridgeCidr },
+    cgroupRoot: 'shellwego',
+    stateRoot: join(config.dataDir, 'sandbox'),
+  });
+
+  const router = await createRouter({ bus, host: config.bind, port: config.routerPort, logger: logger.child({ part: 'router' }) });
+  const builder = createBuilder({
+    bus, blobs, runtime, logger: logger.child({ part: 'builder' }),
+    workDir: join(config.dataDir, 'builds'), cacheDir: join(config.dataDir, 'build-cache'),
+    gatewayIp: config.isolation === 'sandbox' ? firstHost(config.bridgeCidr) : undefined,
+  });
+  builder.start();
+  const agent = createAgent({
+    nodeId, name: hostname(), bus, blobs, runtime, dataDir: join(config.dataDir, 'agent'), logger: logger.child({ part: 'agent' }),
+    capacity: { cpus: cpus().length, memoryMb: Math.floor(totalmem() / 1024 / 1024) },
+  });
+  await agent.start();
+  const apiPort = await cp.listen(config.bind, config.apiPort);
+
+  const hostForUrl = config.bind === '0.0.0.0' || config.bind === '::' ? '127.0.0.1' : config.bind;
+  let closed = false;
+  return {
+    apiUrl: `http://${hostForUrl}:${apiPort}`,
+    routerUrl: `http://${hostForUrl}:${router.port}`,
+    apiPort,
+    routerPort: router.port,
+    nodeId,
+    bootstrap,
+    logger,
+    async close(opts = {}) {
+      if (closed) return;
+      closed = true;
+      const keep = opts.keepAppsRunning ?? config.keepAppsRunning;
+      await router.close();
+      await cp.close();
+      await builder.close();
+      await agent.stop({ leaveRunning: keep });
+      await bus.close();
+      await store.close();
+    },
+  };
+}

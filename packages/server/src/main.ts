@@ -1,0 +1,62 @@
+import { Command } from 'commander';
+import { configFromEnv } from './config.ts';
+import { startAllInOne } from './all-in-one.ts';
+
+const program = new Command('shellwego-server')
+  .description('ShellWeGo platform daemons');
+
+program
+  .command('up')
+  .description('run the whole platform in one process (control plane, builder, agent, router) on the embedded defaults')
+  .option('--isolation <mode>', "how apps are isolated: 'sandbox' (namespaces + cgroups, default) or 'none' (plain processes; development only)")
+  .option('--keep-apps-running', 'on shutdown, leave apps running for the next start to adopt')
+  .action(async (opts: { isolation?: 'sandbox' | 'none'; keepAppsRunning?: boolean }) => {
+    let config;
+    try {
+      config = configFromEnv(process.env, {
+        ...(opts.isolation ? { isolation: opts.isolation } : {}),
+        ...(opts.keepAppsRunning ? { keepAppsRunning: true } : {}),
+      });
+    } catch (err) {
+      process.stderr.write(`error: ${(err as Error).message}\n`);
+      process.exit(2);
+    }
+    let platform;
+    try {
+      platform = await startAllInOne(config);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      const msg = e.code === 'EADDRINUSE' ? `${e.message}: another process uses the port (set SHELLWEGO_API_PORT / SHELLWEGO_HTTP_PORT)` : e.message;
+      process.stderr.write(`error: could not start ShellWeGo: ${msg}\n`);
+      if (process.env.SHELLWEGO_DEBUG) process.stderr.write(String(e.stack) + '\n');
+      process.exit(1);
+    }
+    const b = platform.bootstrap;
+    const login = b.generatedPassword
+      ? `  Admin:    ${b.email}   password: ${b.generatedPassword}\n            (shown once; also saved to ${b.passwordFile})\n`
+      : b.created
+        ? `  Admin:    ${b.email}   password: from SHELLWEGO_ADMIN_PASSWORD\n`
+        : `  Admin:    existing accounts (first password: ${config.dataDir}/initial-admin-password if it was generated)\n`;
+    process.stdout.write(
+      `\nShellWeGo ${'is running'} (isolation: ${config.isolation}, data: ${config.dataDir})\n` +
+      `  API:      ${platform.apiUrl}   (OpenAPI: ${platform.apiUrl}/v1/openapi.json)\n` +
+      `  Apps:     http://<app>.${config.baseDomain}:${platform.routerPort}\n` +
+      login +
+      `  Log in:   npx shellwego login --email ${b.email} --api ${platform.apiUrl}${b.generatedPassword ? ` --password ${b.generatedPassword}` : ''}\n` +
+      `  Deploy:   npx shellwego apps create hello && npx shellwego deploy examples/node-express --app hello\n\n`,
+    );
+    let stopping = false;
+    const shutdown = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      platform.logger.info({ signal }, 'shutting down');
+      platform.close().then(() => process.exit(0), (err) => {
+        platform.logger.error({ err }, 'shutdown failed');
+        process.exit(1);
+      });
+    };
+    process.on('SIGINT', () => shutdown('SIGINT'));
+    process.on('SIGTERM', () => shutdown('SIGTERM'));
+  });
+
+await program.parseAsync(process.argv);

@@ -1,0 +1,172 @@
+/**
+ * The store's public contract: repositories per aggregate. The control plane codes against
+ * these interfaces only; SQLite (embedded) and PostgreSQL (multi-node) implement them with the
+ * same Kysely queries. Every method that touches tenant data takes the organization id, so a
+ * query that forgets the tenant does not compile.
+ */
+import type { BuildState, InstanceState, NodeState, Role, Stack } from '@shellwego/core';
+
+export interface UserRow { id: string; email: string; passwordHash: string; platformAdmin: boolean; createdAt: string }
+export interface OrganizationRow { id: string; name: string; createdAt: string }
+export interface MembershipRow { id: string; organizationId: string; userId: string; email: string; role: Role; createdAt: string }
+export interface TokenRow {
+  id: string; userId: string; organizationId: string; name: string; tokenHash: string; scopes: string[];
+  kind: 'session' | 'api'; createdAt: string; expiresAt: string | null; lastUsedAt: string | null;
+}
+export interface AppRow {
+  id: string; organizationId: string; name: string; plan: string; currentReleaseId: string | null;
+  restartGeneration: number; createdAt: string; updatedAt: string;
+}
+export interface FormationRow { appId: string; type: string; quantity: number; command: string | null; updatedAt: string }
+export interface BuildRow {
+  id: string; appId: string; organizationId: string; state: BuildState; stack: Stack | null; sourceDigest: string;
+  artifactDigest: string | null; processTypes: Record<string, string>; cacheHit: boolean | null; error: string | null;
+  releaseId: string | null; createdBy: string | null; createdAt: string; finishedAt: string | null;
+}
+export interface ReleaseRow {
+  id: string; appId: string; organizationId: string; version: number; buildId: string; description: string;
+  processTypes: Record<string, string>; artifactDigest: string;
+  /** Sealed (encrypted) JSON of the config snapshot; the store never sees plaintext values. */
+  configSealed: string; configKeys: string[]; createdBy: string | null; createdAt: string;
+}
+export interface InstanceRow {
+  id: string; appId: string; organizationId: string; releaseId: string; releaseVersion: number; processType: string;
+  index: number; nodeId: string | null; desired: 'running' | 'stopped'; state: InstanceState; exitCode: number | null;
+  signal: string | null; oomKilled: boolean; restarts: number; address: string | null; startedAt: string | null;
+  restartGeneration: number; lastLog: string[]; createdAt: string; updatedAt: string;
+}
+export interface EventRow {
+  id: string; organizationId: string; appId: string | null; type: string; message: string;
+  data: Record<string, unknown>; createdAt: string;
+}
+export interface NodeRow {
+  id: string; name: string; state: NodeState; isolation: string; cpus: number; memoryMb: number;
+  lastHeartbeatAt: string | null; createdAt: string;
+}
+
+export interface UsersRepo {
+  create(row: Omit<UserRow, 'createdAt'>): Promise<UserRow>;
+  byId(id: string): Promise<UserRow | undefined>;
+  byEmail(email: string): Promise<UserRow | undefined>;
+  count(): Promise<number>;
+  setPassword(id: string, passwordHash: string): Promise<void>;
+}
+
+export interface OrganizationsRepo {
+  create(row: Omit<OrganizationRow, 'createdAt'>): Promise<OrganizationRow>;
+  byId(id: string): Promise<OrganizationRow | undefined>;
+  byName(name: string): Promise<OrganizationRow | undefined>;
+  /** Organizations the user is a member of, with the user's role, oldest first. */
+  listForUser(userId: string): Promise<(OrganizationRow & { role: Role })[]>;
+}
+
+export interface MembershipsRepo {
+  add(row: { id: string; organizationId: string; userId: string; role: Role }): Promise<MembershipRow>;
+  get(organizationId: string, userId: string): Promise<MembershipRow | undefined>;
+  list(organizationId: string): Promise<MembershipRow[]>;
+  updateRole(organizationId: string, userId: string, role: Role): Promise<MembershipRow | undefined>;
+  remove(organizationId: string, userId: string): Promise<boolean>;
+  countOwners(organizationId: string): Promise<number>;
+}
+
+export interface TokensRepo {
+  create(row: Omit<TokenRow, 'createdAt' | 'lastUsedAt'>): Promise<TokenRow>;
+  byHash(tokenHash: string): Promise<TokenRow | undefined>;
+  /** API tokens (not sessions) of one user in one organization. */
+  listForUser(organizationId: string, userId: string): Promise<TokenRow[]>;
+  delete(organizationId: string, userId: string, id: string): Promise<boolean>;
+  touch(id: string, at: string): Promise<void>;
+}
+
+export interface AppsRepo {
+  create(row: Omit<AppRow, 'createdAt' | 'updatedAt' | 'currentReleaseId' | 'restartGeneration'>): Promise<AppRow>;
+  /** `nameOrId` matches either the app's name or its id, within the organization only. */
+  get(organizationId: string, nameOrId: string): Promise<AppRow | undefined>;
+  /** Global lookup by name: names are unique platform-wide because they are hostnames. */
+  nameTaken(name: string): Promise<boolean>;
+  list(organizationId: string): Promise<AppRow[]>;
+  /** Every app of every organization: controllers only (routes, reconciler). */
+  listAll(): Promise<AppRow[]>;
+  update(organizationId: string, id: string, patch: Partial<Pick<AppRow, 'plan' | 'currentReleaseId' | 'restartGeneration'>>): Promise<AppRow | undefined>;
+  /** Deletes the app and everything that belongs to it (config, formation, builds, releases, instances, events). */
+  delete(organizationId: string, id: string): Promise<boolean>;
+}
+
+export interface ConfigRepo {
+  /** key → sealed value */
+  get(organizationId: string, appId: string): Promise<Record<string, string>>;
+  /** Sets (sealed string) or removes (null) keys in one statement batch. */
+  apply(organizationId: string, appId: string, changes: Record<string, string | null>): Promise<void>;
+}
+
+export interface FormationRepo {
+  list(organizationId: string, appId: string): Promise<FormationRow[]>;
+  /** Creates or updates one process type's quantity and/or command. */
+  upsert(organizationId: string, appId: string, type: string, patch: { quantity?: number; command?: string | null }): Promise<FormationRow>;
+  remove(organizationId: string, appId: string, type: string): Promise<void>;
+}
+
+export interface BuildsRepo {
+  create(row: Omit<BuildRow, 'createdAt' | 'finishedAt' | 'artifactDigest' | 'processTypes' | 'cacheHit' | 'error' | 'releaseId' | 'stack' | 'state'>): Promise<BuildRow>;
+  get(organizationId: string, appId: string, id: string): Promise<BuildRow | undefined>;
+  /** Controllers: by id across tenants (build results arrive on the bus with only the build id). */
+  byId(id: string): Promise<BuildRow | undefined>;
+  list(organizationId: string, appId: string, limit?: number): Promise<BuildRow[]>;
+  /** Builds not finished (pending/building): recovery after a crash. */
+  listUnfinished(): Promise<BuildRow[]>;
+  update(id: string, patch: Partial<Pick<BuildRow, 'state' | 'stack' | 'artifactDigest' | 'processTypes' | 'cacheHit' | 'error' | 'releaseId' | 'finishedAt'>>): Promise<BuildRow | undefined>;
+}
+
+export interface ReleasesRepo {
+  /** Allocates the next version number for the app atomically (max + 1). */
+  create(row: Omit<ReleaseRow, 'version' | 'createdAt'>): Promise<ReleaseRow>;
+  byId(organizationId: string, id: string): Promise<ReleaseRow | undefined>;
+  byVersion(organizationId: string, appId: string, version: number): Promise<ReleaseRow | undefined>;
+  list(organizationId: string, appId: string, limit?: number): Promise<ReleaseRow[]>;
+}
+
+export interface InstancesRepo {
+  create(row: Omit<InstanceRow, 'createdAt' | 'updatedAt'>): Promise<InstanceRow>;
+  get(organizationId: string, id: string): Promise<InstanceRow | undefined>;
+  /** Controllers: by id across tenants (status reports carry only the instance id). */
+  byId(id: string): Promise<InstanceRow | undefined>;
+  listByApp(organizationId: string, appId: string): Promise<InstanceRow[]>;
+  listByNode(nodeId: string): Promise<InstanceRow[]>;
+  /** Every instance not yet stopped-and-desired-stopped: the reconciler's working set. */
+  listActive(): Promise<InstanceRow[]>;
+  update(id: string, patch: Partial<Omit<InstanceRow, 'id' | 'appId' | 'organizationId' | 'createdAt'>>): Promise<InstanceRow | undefined>;
+  delete(id: string): Promise<void>;
+}
+
+export interface EventsRepo {
+  append(row: Omit<EventRow, 'createdAt'> & { createdAt?: string }): Promise<EventRow>;
+  list(organizationId: string, opts?: { appId?: string; limit?: number }): Promise<EventRow[]>;
+}
+
+export interface NodesRepo {
+  upsert(row: Omit<NodeRow, 'createdAt'>): Promise<NodeRow>;
+  byId(id: string): Promise<NodeRow | undefined>;
+  list(): Promise<NodeRow[]>;
+  setState(id: string, state: NodeState): Promise<void>;
+}
+
+export interface Store {
+  readonly dialect: 'sqlite' | 'postgres';
+  users: UsersRepo;
+  organizations: OrganizationsRepo;
+  memberships: MembershipsRepo;
+  tokens: TokensRepo;
+  apps: AppsRepo;
+  config: ConfigRepo;
+  formation: FormationRepo;
+  builds: BuildsRepo;
+  releases: ReleasesRepo;
+  instances: InstancesRepo;
+  events: EventsRepo;
+  nodes: NodesRepo;
+  /** Runs `fn` in one database transaction; the Store passed to `fn` is bound to it. */
+  transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T>;
+  /** Applied migration names, oldest first. */
+  migrations(): Promise<string[]>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,168 @@
+/**
+ * Starts the real all-in-one platform as a child process (so tests can kill -9 it), on free
+ * loopback ports, with its own data dir and its own bridge, and tears it all down afterwards.
+ */
+import { spawn, execFile } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { createClient } from '@shellwego/sdk';
+
+const exec = promisify(execFile);
+export const ROOT = resolve(import.meta.dirname, '../..');
+
+export async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => res(port));
+    });
+  });
+}
+
+export interface PlatformOptions {
+  isolation?: 'sandbox' | 'none';
+  env?: Record<string, string>;
+  dataDir?: string;
+}
+
+export const ADMIN_EMAIL = 'admin@localhost';
+export const ADMIN_PASSWORD = 'test-admin-password-1';
+
+export class TestPlatform {
+  proc: ChildProcess | null = null;
+  output = '';
+  apiUrl = '';
+  routerPort = 0;
+  apiPort = 0;
+  readonly bridge = `swgt${Math.random().toString(36).slice(2, 8)}`;
+  readonly cidr = `10.${100 + Math.floor(Math.random() * 150)}.0.0/16`;
+
+  constructor(readonly dataDir: string, private readonly opts: PlatformOptions) {}
+
+  static async start(opts: PlatformOptions = {}): Promise<TestPlatform> {
+    const dir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'swg-it-')));
+    const p = new TestPlatform(dir, opts);
+    p.apiPort = await freePort();
+    p.routerPort = await freePort();
+    await p.boot();
+    return p;
+  }
+
+  env(): Record<string, string> {
+    return {
+      ...(process.env as Record<string, string>),
+      SHELLWEGO_DATA_DIR: this.dataDir,
+      SHELLWEGO_API_PORT: String(this.apiPort),
+      SHELLWEGO_HTTP_PORT: String(this.routerPort),
+      SHELLWEGO_ADMIN_PASSWORD: ADMIN_PASSWORD,
+      SHELLWEGO_ISOLATION: this.opts.isolation ?? 'sandbox',
+      SHELLWEGO_BRIDGE: this.bridge,
+      SHELLWEGO_BRIDGE_CIDR: this.cidr,
+      SHELLWEGO_RECONCILE_MS: '1000',
+      SHELLWEGO_LOG_LEVEL: 'warn',
+      ...this.opts.env,
+    };
+  }
+
+  /** (Re)starts the platform process on the same data dir and ports. */
+  async boot(): Promise<void> {
+    this.apiUrl = `http://127.0.0.1:${this.apiPort}`;
+    const proc = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'packages/server/src/main.ts'), 'up'], {
+      cwd: ROOT, env: this.env(), stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.proc = proc;
+    proc.stdout!.on('data', (d) => (this.output += d));
+    proc.stderr!.on('data', (d) => (this.output += d));
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline) {
+      if (proc.exitCode !== null) throw new Error(`platform exited with ${proc.exitCode}:\n${this.output}`);
+      try {
+        const r = await fetch(`${this.apiUrl}/v1/health`);
+        if (r.ok) return;
+      } catch {}
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    throw new Error(`platform did not come up:\n${this.output}`);
+  }
+
+  async token(email = ADMIN_EMAIL, password = ADMIN_PASSWORD, organization?: string): Promise<string> {
+    const c = createClient({ baseUrl: this.apiUrl });
+    const r = await c.call('login', { body: { email, password, ...(organization ? { organization } : {}) } });
+    return r.token;
+  }
+
+  async client(token?: string) {
+    return createClient({ baseUrl: this.apiUrl, token: token ?? (await this.token()) });
+  }
+
+  /** Simulates a crash: SIGKILL, no cleanup. */
+  async kill9(): Promise<void> {
+    const p = this.proc;
+    if (!p || p.exitCode !== null) return;
+    const exited = new Promise((r) => p.once('exit', r));
+    p.kill('SIGKILL');
+    await exited;
+  }
+
+  async stop(): Promise<void> {
+    const p = this.proc;
+    if (p && p.exitCode === null && p.signalCode === null) {
+      const exited = new Promise((r) => p.once('exit', r));
+      p.kill('SIGTERM');
+      const t = setTimeout(() => p.kill('SIGKILL'), 20_000);
+      await exited;
+      clearTimeout(t);
+    }
+  }
+
+  /** Stops the platform and removes everything it left: sandboxes, bridge, data dir. */
+  async destroy(): Promise<void> {
+    await this.stop();
+    // Anything still running from this data dir (e.g. after kill -9) is killed by its cgroup/process group.
+    await exec('sh', ['-c', `pkill -9 -f "${this.dataDir}" || true`]).catch(() => {});
+    await exec('ip', ['link', 'del', this.bridge]).catch(() => {});
+    await rm(this.dataDir, { recursive: true, force: true }).catch(() => {});
+  }
+
+  /** GET through the router with a Host header. */
+  async viaRouter(app: string, path = '/', init: RequestInit = {}): Promise<Response> {
+    return fetch(`http://127.0.0.1:${this.routerPort}${path}`, { ...init, headers: { ...(init.headers as Record<string, string>), host: `${app}.localhost` } });
+  }
+
+  /** Runs the CLI with this platform's URL and the given token. */
+  async cli(args: string[], token: string, opts: { cwd?: string; env?: Record<string, string> } = {}) {
+    return new Promise<{ code: number; stdout: string; stderr: string }>((res) => {
+      const child = spawn(process.execPath, [join(ROOT, 'packages/cli/bin/shellwego.js'), ...args], {
+        cwd: opts.cwd ?? ROOT,
+        env: { ...(process.env as Record<string, string>), SHELLWEGO_API_URL: this.apiUrl, SHELLWEGO_TOKEN: token, XDG_CONFIG_HOME: join(this.dataDir, 'cli-config'), ...opts.env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d) => (stdout += d));
+      child.stderr.on('data', (d) => (stderr += d));
+      child.on('exit', (code) => res({ code: code ?? -1, stdout, stderr }));
+    });
+  }
+}
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 60_000, everyMs = 200): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+}

@@ -1,0 +1,115 @@
+/** Public types of @shellwego/sandbox. */
+
+export type IsolationMode = 'sandbox' | 'none';
+
+/** cpus may be fractional, e.g. 0.5 (converted to a CFS quota). */
+export interface ResourceLimits {
+  memoryMb: number;
+  cpus: number;
+  pids: number;
+}
+
+export interface Mount {
+  source: string;
+  target: string;
+  readonly: boolean;
+}
+
+/**
+ * bridge: own netns + IP on the platform bridge;
+ * host: share the host network (builds, through a proxy env);
+ * none: loopback only.
+ */
+export interface NetworkAttachment {
+  mode: 'bridge' | 'host' | 'none';
+}
+
+export interface SandboxSpec {
+  /** unique, [a-z0-9-_]+, used for cgroup/netns/dir names */
+  id: string;
+  /** run inside the sandbox; argv[0] resolved via PATH inside */
+  argv: string[];
+  env: Record<string, string>;
+  /** path inside the sandbox (e.g. "/app") */
+  cwd: string;
+  mounts: Mount[];
+  /** unprivileged ids the process runs as */
+  uid: number;
+  gid: number;
+  limits: ResourceLimits;
+  network: NetworkAttachment;
+  /** host path; stdout+stderr appended here (O_APPEND), survives our process dying */
+  logFile: string;
+  /** host dir owned by the sandbox package for this process (status file, metadata) */
+  stateDir: string;
+}
+
+/**
+ * How a sandbox ended. When the process died from signal N the status is 128+N: we report
+ * exitCode = 128+N AND signal = the signal's name (e.g. 137 -> { exitCode: 137, signal: 'SIGKILL' }).
+ * A process that calls exit(137) itself is indistinguishable from one killed by SIGKILL.
+ * exitCode null means the exit status is unknown (the monitor process vanished without
+ * recording one, e.g. it was killed itself).
+ */
+export interface SandboxExit {
+  exitCode: number | null;
+  signal: string | null;
+  oomKilled: boolean;
+}
+
+export interface SandboxStats {
+  memoryBytes: number | null;
+  cpuUsageNs: number | null;
+}
+
+export interface SandboxHandle {
+  id: string;
+  /** host pid of the launcher/monitor process (the outer bwrap, or the sh wrapper in `none` mode) */
+  pid: number;
+  /** IP reachable from the host (bridge mode), '127.0.0.1' for host network / `none` isolation, null for network none */
+  ip: string | null;
+  /** ISO timestamp */
+  startedAt: string;
+  /** resolves once, when the sandboxed command ends */
+  wait(): Promise<SandboxExit>;
+  /** signal every process of the sandbox (default SIGTERM) */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  stats(): Promise<SandboxStats>;
+}
+
+export interface SandboxRuntime {
+  readonly isolation: IsolationMode;
+  start(spec: SandboxSpec): Promise<SandboxHandle>;
+  /** re-attach to a still-running sandbox after our process restarted; null if it is gone */
+  adopt(id: string, stateDir: string): Promise<SandboxHandle | null>;
+  /** kill leftovers and remove netns/veth/cgroups/IP lease; idempotent; keeps the state files */
+  cleanup(id: string, stateDir: string): Promise<void>;
+}
+
+export interface BridgeOptions {
+  /** interface name, at most 15 characters */
+  name: string;
+  /** e.g. '10.89.0.0/16'; the first host address is given to the bridge */
+  cidr: string;
+  /**
+   * Mark each instance's bridge port "isolated" so instances cannot reach each other over the
+   * bridge (they can still reach, and be reached from, the host). Default true.
+   */
+  isolatePorts?: boolean;
+}
+
+export interface RuntimeOptions {
+  isolation: IsolationMode;
+  /** default { name: 'swg0', cidr: '10.89.0.0/16' } */
+  bridge?: BridgeOptions;
+  /** cgroup sub-path under each hierarchy, default "shellwego" */
+  cgroupRoot?: string;
+  /** host dir for runtime-wide state (IP allocations); default /var/lib/shellwego/sandbox */
+  stateRoot?: string;
+}
+
+export interface IsolationReport {
+  available: boolean;
+  reason?: string;
+  cgroup: 'v1' | 'v2' | 'none';
+}

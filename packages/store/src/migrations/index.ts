@@ -1,0 +1,34 @@
+import { Migrator } from 'kysely';
+import type { Kysely, Migration, MigrationProvider } from 'kysely';
+import * as m0001 from './0001_initial.ts';
+
+/**
+ * Every migration, by name. Names sort in the order they run (Kysely sorts them); never rename
+ * or edit an applied migration — add the next `NNNN_what.ts` and list it here.
+ */
+export const migrations: Record<string, Migration> = {
+  '0001_initial': m0001,
+};
+
+const provider: MigrationProvider = { getMigrations: async () => migrations };
+
+export function migrator(db: Kysely<any>): Migrator {
+  return new Migrator({ db, provider });
+}
+
+/** Applies pending migrations; returns the names applied by this call (empty when up to date). */
+export async function runMigrations(db: Kysely<any>): Promise<string[]> {
+  const { error, results } = await migrator(db).migrateToLatest();
+  const failed = results?.find((r) => r.status === 'Error');
+  if (error) {
+    const cause = error instanceof Error ? error : new Error(String(error));
+    throw new Error(`store migration${failed ? ` ${failed.migrationName}` : ''} failed: ${cause.message}`, { cause });
+  }
+  return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+}
+
+/** Applied migration names, oldest first. */
+export async function appliedMigrations(db: Kysely<any>): Promise<string[]> {
+  const all = await migrator(db).getMigrations();
+  return all.filter((m) => m.executedAt !== undefined).map((m) => m.name);
+}

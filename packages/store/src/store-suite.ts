@@ -1,0 +1,455 @@
+/**
+ * The Store contract as tests, written once and run against every implementation
+ * (`sqlite.test.ts` today, PostgreSQL later): `storeSuite('postgres', () => openPostgresStore(...))`.
+ * `open` must return a fresh, empty, migrated store each time.
+ */
+import { describe, it, beforeEach, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { newId } from '@shellwego/core';
+import type { AppRow, InstanceRow, OrganizationRow, ReleaseRow, Store, UserRow } from './types.ts';
+import { CONSTRAINTS } from './schema.ts';
+import { StoreConflictError, StoreMisuseError, StoreReferenceError } from './errors.ts';
+import { migrations } from './migrations/index.ts';
+
+interface Tenant { org: OrganizationRow; user: UserRow; app: AppRow }
+
+async function tenant(store: Store, name: string): Promise<Tenant> {
+  const user = await store.users.create({ id: newId('usr'), email: `${name}@example.com`, passwordHash: 'h', platformAdmin: false });
+  const org = await store.organizations.create({ id: newId('org'), name });
+  await store.memberships.add({ id: newId('mem'), organizationId: org.id, userId: user.id, role: 'owner' });
+  const app = await store.apps.create({ id: newId('app'), organizationId: org.id, name: `${name}-app`, plan: 'standard' });
+  return { org, user, app };
+}
+
+function release(t: Tenant, buildId: string, extra: Partial<ReleaseRow> = {}) {
+  return {
+    id: newId('rel'), appId: t.app.id, organizationId: t.org.id, buildId, description: 'Deploy', processTypes: { web: 'node server.js' },
+    artifactDigest: 'a'.repeat(64), configSealed: 'sealed', configKeys: ['A'], createdBy: t.user.email, ...extra,
+  };
+}
+
+function instance(t: Tenant, rel: ReleaseRow, extra: Partial<InstanceRow> = {}): Omit<InstanceRow, 'createdAt' | 'updatedAt'> {
+  return {
+    id: newId('ins'), appId: t.app.id, organizationId: t.org.id, releaseId: rel.id, releaseVersion: rel.version, processType: 'web',
+    index: 0, nodeId: 'nod_1', desired: 'running', state: 'pending', exitCode: null, signal: null, oomKilled: false, restarts: 0,
+    address: null, startedAt: null, restartGeneration: 0, lastLog: [], ...extra,
+  };
+}
+
+async function build(store: Store, t: Tenant) {
+  return store.builds.create({ id: newId('bld'), appId: t.app.id, organizationId: t.org.id, sourceDigest: 'b'.repeat(64), createdBy: t.user.email });
+}
+
+function conflict(constraint: string) {
+  return (err: unknown) => {
+    assert.ok(err instanceof StoreConflictError, `expected StoreConflictError, got ${String(err)}`);
+    assert.equal(err.constraint, constraint);
+    assert.equal(err.status, 409);
+    assert.equal(err.code, 'already_exists');
+    return true;
+  };
+}
+
+const notFoundRef = (err: unknown) => err instanceof StoreReferenceError && err.status === 404;
+
+export function storeSuite(name: string, open: () => Promise<Store>): void {
+  describe(`store contract: ${name}`, () => {
+    let store: Store;
+    beforeEach(async () => {
+      store = await open();
+    });
+    afterEach(async () => {
+      await store.close();
+    });
+
+    it('reports its applied migrations', async () => {
+      assert.deepEqual(await store.migrations(), Object.keys(migrations).sort());
+    });
+
+    it('users: create, look up, count, change password, unique email', async () => {
+      assert.equal(await store.users.count(), 0);
+      const u = await store.users.create({ id: newId('usr'), email: 'ada@example.com', passwordHash: 'h1', platformAdmin: true });
+      assert.equal(u.platformAdmin, true);
+      assert.match(u.createdAt, /^\d{4}-\d\d-\d\dT/);
+      assert.deepEqual(await store.users.byId(u.id), u);
+      assert.deepEqual(await store.users.byEmail('ada@example.com'), u);
+      assert.equal(await store.users.byEmail('nobody@example.com'), undefined);
+      await store.users.setPassword(u.id, 'h2');
+      assert.equal((await store.users.byId(u.id))!.passwordHash, 'h2');
+      assert.equal(await store.users.count(), 1);
+      await assert.rejects(
+        store.users.create({ id: newId('usr'), email: 'ada@example.com', passwordHash: 'x', platformAdmin: false }),
+        conflict(CONSTRAINTS.userEmail),
+      );
+      assert.equal(await store.users.count(), 1);
+    });
+
+    it('organizations: create, look up, list for a user with role, unique name', async () => {
+      const a = await tenant(store, 'acme');
+      const other = await store.organizations.create({ id: newId('org'), name: 'other' });
+      await store.memberships.add({ id: newId('mem'), organizationId: other.id, userId: a.user.id, role: 'viewer' });
+      assert.deepEqual(await store.organizations.byId(a.org.id), a.org);
+      assert.deepEqual(await store.organizations.byName('other'), other);
+      assert.equal(await store.organizations.byName('missing'), undefined);
+      const list = await store.organizations.listForUser(a.user.id);
+      assert.deepEqual(list.map((o) => [o.name, o.role]).sort(), [['acme', 'owner'], ['other', 'viewer']]);
+      await assert.rejects(store.organizations.create({ id: newId('org'), name: 'acme' }), conflict(CONSTRAINTS.organizationName));
+    });
+
+    it('memberships: add, get, list, change role, count owners, remove, unique per org', async () => {
+      const a = await tenant(store, 'acme');
+      const bob = await store.users.create({ id: newId('usr'), email: 'bob@example.com', passwordHash: 'h', platformAdmin: false });
+      const m = await store.memberships.add({ id: newId('mem'), organizationId: a.org.id, userId: bob.id, role: 'developer' });
+      assert.equal(m.email, 'bob@example.com');
+      assert.equal(m.role, 'developer');
+      assert.deepEqual(await store.memberships.get(a.org.id, bob.id), m);
+      assert.deepEqual((await store.memberships.list(a.org.id)).map((x) => x.email).sort(), ['acme@example.com', 'bob@example.com']);
+      assert.equal(await store.memberships.countOwners(a.org.id), 1);
+      const up = await store.memberships.updateRole(a.org.id, bob.id, 'owner');
+      assert.equal(up!.role, 'owner');
+      assert.equal(await store.memberships.countOwners(a.org.id), 2);
+      await assert.rejects(
+        store.memberships.add({ id: newId('mem'), organizationId: a.org.id, userId: bob.id, role: 'viewer' }),
+        conflict(CONSTRAINTS.membership),
+      );
+      assert.equal(await store.memberships.remove(a.org.id, bob.id), true);
+      assert.equal(await store.memberships.remove(a.org.id, bob.id), false);
+      assert.equal(await store.memberships.get(a.org.id, bob.id), undefined);
+      assert.equal(await store.memberships.updateRole(a.org.id, bob.id, 'admin'), undefined);
+    });
+
+    it('memberships need a real user and organization', async () => {
+      const a = await tenant(store, 'acme');
+      await assert.rejects(store.memberships.add({ id: newId('mem'), organizationId: a.org.id, userId: 'usr_missing', role: 'viewer' }), notFoundRef);
+    });
+
+    it('tokens: create, by hash, list API tokens only, touch, delete, unique hash', async () => {
+      const a = await tenant(store, 'acme');
+      const base = { userId: a.user.id, organizationId: a.org.id, scopes: ['apps:read', 'apps:deploy'], expiresAt: null };
+      const api = await store.tokens.create({ ...base, id: newId('tok'), name: 'ci', tokenHash: 'hash-1', kind: 'api' });
+      await store.tokens.create({ ...base, id: newId('tok'), name: 'session', tokenHash: 'hash-2', kind: 'session', expiresAt: '2030-01-01T00:00:00.000Z' });
+      assert.deepEqual(api.scopes, ['apps:read', 'apps:deploy']);
+      assert.equal(api.lastUsedAt, null);
+      assert.deepEqual(await store.tokens.byHash('hash-1'), api);
+      assert.equal((await store.tokens.byHash('hash-2'))!.expiresAt, '2030-01-01T00:00:00.000Z');
+      assert.deepEqual((await store.tokens.listForUser(a.org.id, a.user.id)).map((t) => t.name), ['ci']);
+      await store.tokens.touch(api.id, '2026-01-01T00:00:00.000Z');
+      assert.equal((await store.tokens.byHash('hash-1'))!.lastUsedAt, '2026-01-01T00:00:00.000Z');
+      await assert.rejects(store.tokens.create({ ...base, id: newId('tok'), name: 'dup', tokenHash: 'hash-1', kind: 'api' }), conflict(CONSTRAINTS.tokenHash));
+      assert.equal(await store.tokens.delete(a.org.id, a.user.id, api.id), true);
+      assert.equal(await store.tokens.byHash('hash-1'), undefined);
+      assert.equal(await store.tokens.delete(a.org.id, a.user.id, api.id), false);
+    });
+
+    it('apps: create, get by name or id, list, update; names are unique across organizations', async () => {
+      const a = await tenant(store, 'acme');
+      const b = await tenant(store, 'beta');
+      assert.equal(a.app.currentReleaseId, null);
+      assert.equal(a.app.restartGeneration, 0);
+      assert.deepEqual(await store.apps.get(a.org.id, 'acme-app'), a.app);
+      assert.deepEqual(await store.apps.get(a.org.id, a.app.id), a.app);
+      assert.equal(await store.apps.get(a.org.id, 'nope'), undefined);
+      assert.equal(await store.apps.nameTaken('acme-app'), true);
+      assert.equal(await store.apps.nameTaken('free-name'), false);
+      const second = await store.apps.create({ id: newId('app'), organizationId: a.org.id, name: 'aardvark', plan: 'free' });
+      assert.deepEqual((await store.apps.list(a.org.id)).map((x) => x.name), ['aardvark', 'acme-app']);
+      assert.deepEqual((await store.apps.listAll()).map((x) => x.id).sort(), [a.app.id, b.app.id, second.id].sort());
+      const up = await store.apps.update(a.org.id, a.app.id, { plan: 'performance', restartGeneration: 3, currentReleaseId: 'rel_x' });
+      assert.equal(up!.plan, 'performance');
+      assert.equal(up!.restartGeneration, 3);
+      assert.equal(up!.currentReleaseId, 'rel_x');
+      assert.ok(up!.updatedAt >= a.app.updatedAt);
+      await assert.rejects(store.apps.create({ id: newId('app'), organizationId: b.org.id, name: 'acme-app', plan: 'free' }), conflict(CONSTRAINTS.appName));
+      await assert.rejects(store.apps.create({ id: newId('app'), organizationId: 'org_missing', name: 'orphan', plan: 'free' }), notFoundRef);
+    });
+
+    it('config: set, overwrite and remove keys in one call', async () => {
+      const a = await tenant(store, 'acme');
+      assert.deepEqual(await store.config.get(a.org.id, a.app.id), {});
+      await store.config.apply(a.org.id, a.app.id, { A: 's1', B: 's2' });
+      await store.config.apply(a.org.id, a.app.id, { A: null, B: 's3', C: 's4', MISSING: null });
+      assert.deepEqual(await store.config.get(a.org.id, a.app.id), { B: 's3', C: 's4' });
+      await store.config.apply(a.org.id, a.app.id, {});
+      await assert.rejects(store.config.apply(a.org.id, 'app_missing', { A: 'x' }), notFoundRef);
+    });
+
+    it('formation: upsert creates with defaults and patches only the given fields', async () => {
+      const a = await tenant(store, 'acme');
+      const web = await store.formation.upsert(a.org.id, a.app.id, 'web', { command: 'node server.js' });
+      assert.deepEqual([web.quantity, web.command], [0, 'node server.js']);
+      await store.formation.upsert(a.org.id, a.app.id, 'web', { quantity: 3 });
+      await store.formation.upsert(a.org.id, a.app.id, 'worker', { quantity: 1, command: null });
+      let list = await store.formation.list(a.org.id, a.app.id);
+      assert.deepEqual(list.map((f) => [f.type, f.quantity, f.command]), [['web', 3, 'node server.js'], ['worker', 1, null]]);
+      assert.equal(list[0].appId, a.app.id);
+      await store.formation.remove(a.org.id, a.app.id, 'worker');
+      list = await store.formation.list(a.org.id, a.app.id);
+      assert.deepEqual(list.map((f) => f.type), ['web']);
+    });
+
+    it('builds: create pending, get, list newest first, unfinished, update', async () => {
+      const a = await tenant(store, 'acme');
+      const b1 = await build(store, a);
+      assert.equal(b1.state, 'pending');
+      assert.deepEqual(b1.processTypes, {});
+      assert.equal(b1.cacheHit, null);
+      assert.equal(b1.finishedAt, null);
+      await new Promise((r) => setTimeout(r, 3));
+      const b2 = await build(store, a);
+      assert.deepEqual(await store.builds.get(a.org.id, a.app.id, b1.id), b1);
+      assert.deepEqual(await store.builds.byId(b2.id), b2);
+      assert.deepEqual((await store.builds.list(a.org.id, a.app.id)).map((b) => b.id), [b2.id, b1.id]);
+      assert.deepEqual((await store.builds.list(a.org.id, a.app.id, 1)).map((b) => b.id), [b2.id]);
+      const done = await store.builds.update(b1.id, {
+        state: 'succeeded', stack: 'node', artifactDigest: 'c'.repeat(64), processTypes: { web: 'npm start' }, cacheHit: false,
+        releaseId: 'rel_1', finishedAt: '2026-01-01T00:00:00.000Z',
+      });
+      assert.deepEqual(
+        [done!.state, done!.stack, done!.processTypes, done!.cacheHit, done!.releaseId, done!.error],
+        ['succeeded', 'node', { web: 'npm start' }, false, 'rel_1', null],
+      );
+      await store.builds.update(b2.id, { state: 'building' });
+      assert.deepEqual((await store.builds.listUnfinished()).map((b) => b.id), [b2.id]);
+      assert.equal(await store.builds.update('bld_missing', { state: 'failed' }), undefined);
+    });
+
+    it('releases: versions 1, 2, 3 in order; look up by id and version; list newest first', async () => {
+      const a = await tenant(store, 'acme');
+      const b = await build(store, a);
+      const r1 = await store.releases.create(release(a, b.id));
+      const r2 = await store.releases.create(release(a, b.id));
+      const r3 = await store.releases.create(release(a, b.id, { configKeys: ['A', 'B'], processTypes: { web: 'x', worker: 'y' } }));
+      assert.deepEqual([r1.version, r2.version, r3.version], [1, 2, 3]);
+      assert.deepEqual(r3.configKeys, ['A', 'B']);
+      assert.deepEqual(r3.processTypes, { web: 'x', worker: 'y' });
+      assert.deepEqual(await store.releases.byId(a.org.id, r2.id), r2);
+      assert.deepEqual(await store.releases.byVersion(a.org.id, a.app.id, 3), r3);
+      assert.equal(await store.releases.byVersion(a.org.id, a.app.id, 4), undefined);
+      assert.deepEqual((await store.releases.list(a.org.id, a.app.id)).map((r) => r.version), [3, 2, 1]);
+      assert.deepEqual((await store.releases.list(a.org.id, a.app.id, 2)).map((r) => r.version), [3, 2]);
+      // Versions are per app.
+      const other = await store.apps.create({ id: newId('app'), organizationId: a.org.id, name: 'second', plan: 'free' });
+      const ob = await store.builds.create({ id: newId('bld'), appId: other.id, organizationId: a.org.id, sourceDigest: 'd', createdBy: null });
+      assert.equal((await store.releases.create({ ...release(a, ob.id), appId: other.id })).version, 1);
+    });
+
+    it('releases: concurrent creates get distinct, gap-free versions', async () => {
+      const a = await tenant(store, 'acme');
+      const b = await build(store, a);
+      const rs = await Promise.all(Array.from({ length: 12 }, () => store.releases.create(release(a, b.id))));
+      assert.deepEqual(rs.map((r) => r.version).sort((x, y) => x - y), Array.from({ length: 12 }, (_, i) => i + 1));
+      const more = await Promise.all(Array.from({ length: 4 }, () => store.transaction((tx) => tx.releases.create(release(a, b.id)))));
+      assert.deepEqual(more.map((r) => r.version).sort((x, y) => x - y), [13, 14, 15, 16]);
+    });
+
+    it('instances: create, look up, list by app / node / active, update, delete', async () => {
+      const a = await tenant(store, 'acme');
+      const b = await build(store, a);
+      const rel = await store.releases.create(release(a, b.id));
+      const i0 = await store.instances.create(instance(a, rel, { index: 0 }));
+      const i1 = await store.instances.create(instance(a, rel, { index: 1, nodeId: 'nod_2' }));
+      const gone = await store.instances.create(instance(a, rel, { processType: 'worker', desired: 'stopped', state: 'stopped' }));
+      assert.deepEqual(i0.lastLog, []);
+      assert.equal(i0.oomKilled, false);
+      assert.deepEqual(await store.instances.get(a.org.id, i0.id), i0);
+      assert.deepEqual(await store.instances.byId(i1.id), i1);
+      assert.deepEqual((await store.instances.listByApp(a.org.id, a.app.id)).map((i) => i.id), [i0.id, i1.id, gone.id]);
+      assert.deepEqual((await store.instances.listByNode('nod_2')).map((i) => i.id), [i1.id]);
+      assert.deepEqual((await store.instances.listActive()).map((i) => i.id).sort(), [i0.id, i1.id].sort());
+      const up = await store.instances.update(i0.id, {
+        state: 'crashed', exitCode: 137, signal: 'SIGKILL', oomKilled: true, restarts: 2, lastLog: ['a', 'b'], address: '10.0.0.2:5000',
+        startedAt: '2026-01-01T00:00:00.000Z', nodeId: null,
+      });
+      assert.deepEqual(
+        [up!.state, up!.exitCode, up!.signal, up!.oomKilled, up!.restarts, up!.lastLog, up!.address, up!.nodeId],
+        ['crashed', 137, 'SIGKILL', true, 2, ['a', 'b'], '10.0.0.2:5000', null],
+      );
+      assert.equal(up!.releaseId, rel.id);
+      await store.instances.delete(i1.id);
+      assert.equal(await store.instances.byId(i1.id), undefined);
+      assert.equal(await store.instances.update(i1.id, { state: 'running' }), undefined);
+    });
+
+    it('events: append, list newest first, by app, with a limit', async () => {
+      const a = await tenant(store, 'acme');
+      for (let i = 0; i < 5; i++) {
+        await store.events.append({
+          id: newId('evt'), organizationId: a.org.id, appId: i % 2 ? a.app.id : null, type: 't', message: `m${i}`,
+          data: { i, nested: { ok: true } }, createdAt: `2026-01-01T00:00:0${i}.000Z`,
+        });
+      }
+      const fresh = await store.events.append({ id: newId('evt'), organizationId: a.org.id, appId: null, type: 'now', message: 'x', data: {} });
+      assert.match(fresh.createdAt, /^\d{4}-/);
+      const all = await store.events.list(a.org.id);
+      assert.deepEqual(all.map((e) => e.message), ['x', 'm4', 'm3', 'm2', 'm1', 'm0']);
+      assert.deepEqual(all[1].data, { i: 4, nested: { ok: true } });
+      assert.deepEqual((await store.events.list(a.org.id, { appId: a.app.id })).map((e) => e.message), ['m3', 'm1']);
+      assert.deepEqual((await store.events.list(a.org.id, { limit: 2 })).map((e) => e.message), ['x', 'm4']);
+    });
+
+    it('nodes: upsert inserts then updates (keeping createdAt), list, set state', async () => {
+      const n = await store.nodes.upsert({ id: 'nod_1', name: 'alpha', state: 'ready', isolation: 'process', cpus: 2, memoryMb: 4096, lastHeartbeatAt: null });
+      await store.nodes.upsert({ id: 'nod_0', name: 'zeta', state: 'ready', isolation: 'runc', cpus: 0.5, memoryMb: 512, lastHeartbeatAt: null });
+      const again = await store.nodes.upsert({ ...n, cpus: 4, lastHeartbeatAt: '2026-01-01T00:00:00.000Z' });
+      assert.equal(again.createdAt, n.createdAt);
+      assert.equal(again.cpus, 4);
+      assert.equal(again.lastHeartbeatAt, '2026-01-01T00:00:00.000Z');
+      await store.nodes.setState('nod_1', 'down');
+      assert.equal((await store.nodes.byId('nod_1'))!.state, 'down');
+      assert.equal((await store.nodes.byId('nod_0'))!.cpus, 0.5);
+      assert.deepEqual((await store.nodes.list()).map((x) => x.name), ['alpha', 'zeta']);
+      assert.equal(await store.nodes.byId('nod_missing'), undefined);
+    });
+
+    it("tenant walls: organization B can't read, change or delete organization A's data", async () => {
+      const a = await tenant(store, 'acme');
+      const b = await tenant(store, 'beta');
+      const bld = await build(store, a);
+      const rel = await store.releases.create(release(a, bld.id));
+      const ins = await store.instances.create(instance(a, rel));
+      await store.config.apply(a.org.id, a.app.id, { SECRET: 'sealed-a' });
+      await store.formation.upsert(a.org.id, a.app.id, 'web', { quantity: 2, command: 'web' });
+      await store.events.append({ id: newId('evt'), organizationId: a.org.id, appId: a.app.id, type: 't', message: 'a only', data: {} });
+      const tok = await store.tokens.create({ id: newId('tok'), userId: a.user.id, organizationId: a.org.id, name: 't', tokenHash: 'h-a', scopes: [], kind: 'api', expiresAt: null });
+      const B = b.org.id;
+
+      // apps
+      assert.equal(await store.apps.get(B, a.app.id), undefined);
+      assert.equal(await store.apps.get(B, a.app.name), undefined);
+      assert.deepEqual((await store.apps.list(B)).map((x) => x.id), [b.app.id]);
+      assert.equal(await store.apps.update(B, a.app.id, { plan: 'free' }), undefined);
+      assert.equal(await store.apps.delete(B, a.app.id), false);
+      assert.equal((await store.apps.get(a.org.id, a.app.id))!.plan, 'standard');
+      // builds
+      assert.equal(await store.builds.get(B, a.app.id, bld.id), undefined);
+      assert.deepEqual(await store.builds.list(B, a.app.id), []);
+      await assert.rejects(store.builds.create({ id: newId('bld'), appId: a.app.id, organizationId: B, sourceDigest: 'x', createdBy: null }), notFoundRef);
+      // releases
+      assert.equal(await store.releases.byId(B, rel.id), undefined);
+      assert.equal(await store.releases.byVersion(B, a.app.id, 1), undefined);
+      assert.deepEqual(await store.releases.list(B, a.app.id), []);
+      await assert.rejects(store.releases.create({ ...release(a, bld.id), organizationId: B }), notFoundRef);
+      assert.deepEqual((await store.releases.list(a.org.id, a.app.id)).map((r) => r.version), [1]);
+      // instances
+      assert.equal(await store.instances.get(B, ins.id), undefined);
+      assert.deepEqual(await store.instances.listByApp(B, a.app.id), []);
+      await assert.rejects(store.instances.create({ ...instance(a, rel), organizationId: B }), notFoundRef);
+      // config
+      assert.deepEqual(await store.config.get(B, a.app.id), {});
+      await assert.rejects(store.config.apply(B, a.app.id, { SECRET: 'evil', OTHER: 'x' }), notFoundRef);
+      await assert.rejects(store.config.apply(B, a.app.id, { SECRET: null }), notFoundRef);
+      assert.deepEqual(await store.config.get(a.org.id, a.app.id), { SECRET: 'sealed-a' });
+      // formation
+      assert.deepEqual(await store.formation.list(B, a.app.id), []);
+      await assert.rejects(store.formation.upsert(B, a.app.id, 'web', { quantity: 100 }), notFoundRef);
+      await store.formation.remove(B, a.app.id, 'web');
+      assert.deepEqual((await store.formation.list(a.org.id, a.app.id)).map((f) => f.quantity), [2]);
+      // events
+      assert.deepEqual(await store.events.list(B, { appId: a.app.id }), []);
+      assert.ok((await store.events.list(B)).every((e) => e.organizationId === B));
+      // memberships and tokens
+      assert.equal(await store.memberships.get(B, a.user.id), undefined);
+      assert.equal(await store.memberships.updateRole(B, a.user.id, 'viewer'), undefined);
+      assert.equal(await store.memberships.remove(B, a.user.id), false);
+      assert.deepEqual(await store.tokens.listForUser(B, a.user.id), []);
+      assert.equal(await store.tokens.delete(B, a.user.id, tok.id), false);
+      assert.ok(await store.tokens.byHash('h-a'));
+    });
+
+    it('transaction: commits, returns the value, and exposes writes to later reads', async () => {
+      const result = await store.transaction(async (tx) => {
+        const u = await tx.users.create({ id: newId('usr'), email: 'tx@example.com', passwordHash: 'h', platformAdmin: false });
+        const o = await tx.organizations.create({ id: newId('org'), name: 'txorg' });
+        await tx.memberships.add({ id: newId('mem'), organizationId: o.id, userId: u.id, role: 'owner' });
+        assert.ok(await tx.users.byEmail('tx@example.com'));
+        return o.id;
+      });
+      assert.equal((await store.organizations.byId(result))!.name, 'txorg');
+      assert.equal(await store.memberships.countOwners(result), 1);
+    });
+
+    it('transaction: a throw rolls everything back', async () => {
+      const a = await tenant(store, 'acme');
+      const boom = new Error('boom');
+      await assert.rejects(
+        store.transaction(async (tx) => {
+          await tx.users.create({ id: newId('usr'), email: 'ghost@example.com', passwordHash: 'h', platformAdmin: false });
+          await tx.apps.create({ id: newId('app'), organizationId: a.org.id, name: 'ghost', plan: 'free' });
+          await tx.config.apply(a.org.id, a.app.id, { GHOST: 'x' });
+          await tx.apps.update(a.org.id, a.app.id, { plan: 'free' });
+          // A nested transaction joins the outer one and is rolled back with it.
+          await tx.transaction(async (inner) => {
+            await inner.events.append({ id: newId('evt'), organizationId: a.org.id, appId: null, type: 'ghost', message: 'x', data: {} });
+          });
+          throw boom;
+        }),
+        (err) => err === boom,
+      );
+      assert.equal(await store.users.byEmail('ghost@example.com'), undefined);
+      assert.equal(await store.apps.nameTaken('ghost'), false);
+      assert.deepEqual(await store.config.get(a.org.id, a.app.id), {});
+      assert.equal((await store.apps.get(a.org.id, a.app.id))!.plan, 'standard');
+      assert.deepEqual(await store.events.list(a.org.id), []);
+    });
+
+    it('transaction: a constraint failure inside surfaces as StoreConflictError and rolls back', async () => {
+      const a = await tenant(store, 'acme');
+      await assert.rejects(
+        store.transaction(async (tx) => {
+          await tx.apps.create({ id: newId('app'), organizationId: a.org.id, name: 'first', plan: 'free' });
+          await tx.apps.create({ id: newId('app'), organizationId: a.org.id, name: 'acme-app', plan: 'free' });
+        }),
+        conflict(CONSTRAINTS.appName),
+      );
+      assert.equal(await store.apps.nameTaken('first'), false);
+    });
+
+    it('transaction: using the outer store inside the callback fails loudly instead of hanging', async () => {
+      await assert.rejects(
+        store.transaction(async () => {
+          await store.users.count();
+        }),
+        (err) => err instanceof StoreMisuseError,
+      );
+      await assert.rejects(store.transaction(() => store.transaction(async () => 1)), (err) => err instanceof StoreMisuseError);
+      // The store still works afterwards, and concurrent transactions each complete.
+      const ids = await Promise.all([1, 2, 3].map((i) => store.transaction(async (tx) => (await tx.organizations.create({ id: newId('org'), name: `o${i}` })).id)));
+      assert.equal(ids.length, 3);
+    });
+
+    it('apps.delete removes the app and everything that belongs to it, and nothing else', async () => {
+      const a = await tenant(store, 'acme');
+      const keep = await store.apps.create({ id: newId('app'), organizationId: a.org.id, name: 'keep', plan: 'free' });
+      const k = { ...a, app: keep };
+      for (const t of [a, k]) {
+        const b = await build(store, t);
+        const rel = await store.releases.create(release(t, b.id));
+        await store.apps.update(t.org.id, t.app.id, { currentReleaseId: rel.id });
+        await store.instances.create(instance(t, rel));
+        await store.config.apply(t.org.id, t.app.id, { A: 'x' });
+        await store.formation.upsert(t.org.id, t.app.id, 'web', { quantity: 1 });
+        await store.events.append({ id: newId('evt'), organizationId: t.org.id, appId: t.app.id, type: 't', message: t.app.name, data: {} });
+      }
+      await store.events.append({ id: newId('evt'), organizationId: a.org.id, appId: null, type: 'org', message: 'org-level', data: {} });
+
+      assert.equal(await store.apps.delete(a.org.id, a.app.id), true);
+      assert.equal(await store.apps.get(a.org.id, a.app.id), undefined);
+      assert.equal(await store.apps.nameTaken(a.app.name), false);
+      assert.deepEqual(await store.builds.list(a.org.id, a.app.id), []);
+      assert.deepEqual(await store.releases.list(a.org.id, a.app.id), []);
+      assert.deepEqual(await store.instances.listByApp(a.org.id, a.app.id), []);
+      assert.deepEqual(await store.config.get(a.org.id, a.app.id), {});
+      assert.deepEqual(await store.formation.list(a.org.id, a.app.id), []);
+      assert.deepEqual((await store.events.list(a.org.id)).map((e) => e.message).sort(), ['keep', 'org-level']);
+      assert.equal(await store.apps.delete(a.org.id, a.app.id), false);
+
+      assert.equal((await store.builds.list(a.org.id, keep.id)).length, 1);
+      assert.equal((await store.releases.list(a.org.id, keep.id)).length, 1);
+      assert.equal((await store.instances.listByApp(a.org.id, keep.id)).length, 1);
+      assert.deepEqual(await store.config.get(a.org.id, keep.id), { A: 'x' });
+      assert.equal((await store.formation.list(a.org.id, keep.id)).length, 1);
+      // The name is free again.
+      await store.apps.create({ id: newId('app'), organizationId: a.org.id, name: a.app.name, plan: 'free' });
+    });
+  });
+}

@@ -14,7 +14,8 @@ export const AppName = z.string().regex(APP_NAME_RE, `app names are DNS labels: 
 export const EnvKey = z.string().regex(ENV_KEY_RE, `config keys must be ${ENV_KEY_RULE}`);
 export const ProcessType = z.string().regex(PROCESS_TYPE_RE, 'process types are lowercase words like web or worker');
 const Timestamp = z.string().describe('ISO 8601 timestamp');
-const Email = z.string().trim().toLowerCase().pipe(z.email({ message: 'a valid email address is required' }));
+// Deliberately loose: self-hosted installs use addresses like admin@localhost that strict validators refuse.
+const Email = z.string().trim().toLowerCase().regex(/^[^\s@]+@[^\s@]+$/, 'a valid email address is required').max(254);
 
 // ---------- resources ----------
 

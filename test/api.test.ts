@@ -25,7 +25,7 @@ async function api(method: string, path: string, opts: { token?: string | null; 
     body = JSON.stringify(opts.body);
     headers['content-type'] = 'application/json';
   }
-  const r = await fetch(p.apiUrl + path, { method, headers, body });
+  const r = await fetch(p.apiUrl + path, { method, headers, body: body as BodyInit | undefined });
   const text = await r.text();
   let json: any = null;
   try { json = JSON.parse(text); } catch {}

@@ -32,7 +32,7 @@ before(async () => {
   await a.call('updateConfig', { params: { app: 'secret-app' }, body: { vars: { API_KEY: 'a-secret' } } });
   const up = await fetch(`${p.apiUrl}/v1/apps/secret-app/builds`, {
     method: 'POST', headers: { authorization: `Bearer ${tokenA}`, 'content-type': 'application/gzip' },
-    body: makeTarGz([{ name: 'index.html', content: '<h1>a</h1>' }]),
+    body: makeTarGz([{ name: 'index.html', content: '<h1>a</h1>' }]) as unknown as BodyInit,
   });
   buildId = ((await up.json()) as { id: string }).id;
 
@@ -70,7 +70,7 @@ for (const [name, def] of appRoutes) {
         headers['content-type'] = 'application/json';
         body = JSON.stringify(validBodies[name] ?? {});
       }
-      const r = await fetch(p.apiUrl + path, { method: def.method, headers, body });
+      const r = await fetch(p.apiUrl + path, { method: def.method, headers, body: body as BodyInit | undefined });
       const json = (await r.json()) as { error?: { code: string } };
       assert.equal(r.status, 404, `${name} with ${app}: ${JSON.stringify(json)}`);
       assert.equal(json.error?.code, 'not_found');

@@ -4,7 +4,7 @@
  */
 import { spawn, execFile } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -47,6 +47,7 @@ export class TestPlatform {
 
   static async start(opts: PlatformOptions = {}): Promise<TestPlatform> {
     const dir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'swg-it-')));
+    await chmod(dir, 0o711);
     const p = new TestPlatform(dir, opts);
     p.apiPort = await freePort();
     p.routerPort = await freePort();

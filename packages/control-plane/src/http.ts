@@ -99,7 +99,7 @@ export async function buildHttpServer(cp: ControlPlaneContext, handlers: Handler
           auth = await authenticate(cp.store, req.headers.authorization);
           authorize(def, auth);
         }
-        if (def.upload && !req.body) throw new ApiError(415, 'unsupported_media_type', `send the tarball with Content-Type: ${def.upload.contentType}`);
+        if (def.upload && typeof (req.body as { pipe?: unknown } | undefined)?.pipe !== 'function') throw new ApiError(415, 'unsupported_media_type', `send the tarball with Content-Type: ${def.upload.contentType}`);
         const params = parse(def.params, req.params, 'path');
         const query = parse(def.query, req.query, 'query');
         const body = def.upload ? req.body : parse(def.body, req.body, 'body');

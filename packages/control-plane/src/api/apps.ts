@@ -2,6 +2,7 @@ import { rm } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { DEFAULT_PLAN, PLANS, badRequest, conflict, isReservedEnvKey, newId, notFound, unprocessable } from '@shellwego/core';
+import { CONSTRAINTS, isConflict } from '@shellwego/store';
 import type { AppRow } from '@shellwego/store';
 import type { ControlPlaneContext } from '../context.ts';
 import type { Handlers } from '../http.ts';
@@ -34,7 +35,10 @@ export const appHandlers = {
     const plan = body.plan ?? DEFAULT_PLAN;
     checkPlan(plan);
     if (await cp.store.apps.nameTaken(body.name)) throw conflict('name_taken', `the name '${body.name}' is taken; app names are unique on this platform`);
-    const app = await cp.store.apps.create({ id: newId('app'), organizationId: auth.organization.id, name: body.name, plan });
+    const app = await cp.store.apps.create({ id: newId('app'), organizationId: auth.organization.id, name: body.name, plan }).catch((err) => {
+      // Two creates of one name at once: the store's unique constraint decides; same answer as above.
+      throw isConflict(err, CONSTRAINTS.appName) ? conflict('name_taken', `the name '${body.name}' is taken; app names are unique on this platform`) : err;
+    });
     await cp.events.record({ organizationId: app.organizationId, appId: app.id, type: 'app.created', message: `App ${app.name} created by ${auth.user.email}`, data: { plan } });
     return appView(cp, app);
   },

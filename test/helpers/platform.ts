@@ -6,6 +6,7 @@ import { spawn, execFile } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -131,9 +132,22 @@ export class TestPlatform {
     await rm(this.dataDir, { recursive: true, force: true }).catch(() => {});
   }
 
-  /** GET through the router with a Host header. */
-  async viaRouter(app: string, path = '/', init: RequestInit = {}): Promise<Response> {
-    return fetch(`http://127.0.0.1:${this.routerPort}${path}`, { ...init, headers: { ...(init.headers as Record<string, string>), host: `${app}.localhost` } });
+  /** A request through the router with `Host: <app>.localhost` (fetch() does not let tests set Host). */
+  async viaRouter(app: string, path = '/', init: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<Response> {
+    return new Promise((res, rej) => {
+      const req = httpRequest({ host: '127.0.0.1', port: this.routerPort, path, method: init.method ?? 'GET', headers: { ...init.headers, host: `${app}.localhost` } }, (r) => {
+        const chunks: Buffer[] = [];
+        r.on('data', (c: Buffer) => chunks.push(c));
+        r.on('end', () => {
+          const headers = new Headers();
+          for (const [k, v] of Object.entries(r.headers)) if (v !== undefined) headers.set(k, Array.isArray(v) ? v.join(', ') : v);
+          res(new Response(r.statusCode === 204 || r.statusCode === 304 ? null : Buffer.concat(chunks), { status: r.statusCode, headers }));
+        });
+        r.on('error', rej);
+      });
+      req.on('error', rej);
+      req.end(init.body);
+    });
   }
 
   /** Runs the CLI with this platform's URL and the given token. */

@@ -1,4 +1,4 @@
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { cpus, hostname, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -51,7 +51,9 @@ function firstHost(cidr: string): string {
  * embedded defaults (SQLite, in-process bus, built-in router), state under one data directory.
  */
 export async function startAllInOne(config: AllInOneConfig, logger: Logger = pino({ level: config.logLevel })): Promise<AllInOne> {
-  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  // 0711: other users may pass through (sandboxed apps reach their own dirs below) but not list it;
+  // sensitive files inside are 0600 each.
+  await mkdir(config.dataDir, { recursive: true, mode: 0o711 });
 
   if (config.isolation === 'sandbox') {
     const d = await detectIsolation();
@@ -64,7 +66,9 @@ export async function startAllInOne(config: AllInOneConfig, logger: Logger = pin
     logger.warn('isolation is NONE: apps run as plain processes without namespaces or limits (development only)');
   }
 
-  const store = await openSqliteStore(join(config.dataDir, 'shellwego.db'));
+  const dbFile = join(config.dataDir, 'shellwego.db');
+  const store = await openSqliteStore(dbFile);
+  await chmod(dbFile, 0o600); // SQLite creates -wal/-shm with the database file's mode
   const blobs = new FileBlobStore(join(config.dataDir, 'blobs'));
   const secrets = await SecretBox.fromFile(join(config.dataDir, 'master.key'));
   const bus = new InProcessBus((err, subject) => logger.error({ err, subject }, 'bus handler failed'));

@@ -1,0 +1,393 @@
+import http from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import type { Logger } from 'pino';
+import type { Bus, Subscription } from '@shellwego/bus';
+import { subjects } from '@shellwego/core';
+import type { RouteTableMessage } from '@shellwego/core';
+import { HostCache, RouteTable, pickBackend } from './table.ts';
+import type { Backend, Route } from './table.ts';
+import { forwardContext, scanRequestHeaders } from './headers.ts';
+import type { ScannedRequest } from './headers.ts';
+import { IDEMPOTENT_METHODS, routerErrors } from './errors.ts';
+import type { RouterError } from './errors.ts';
+import { RouterMetrics } from './metrics.ts';
+import type { MetricsRegistry } from './metrics.ts';
+import { proxyUpgrade } from './upgrade.ts';
+import { UpstreamPool } from './upstream.ts';
+import type { UpstreamConn, UpstreamHandler } from './upstream.ts';
+
+export interface RouterOptions {
+  bus: Bus;
+  /** Address to listen on (e.g. 0.0.0.0, 127.0.0.1). */
+  host: string;
+  /** Port to listen on; 0 picks a free one (see `Router.port`). */
+  port: number;
+  /** Access log (one JSON line per request at info) and table changes. No logger → no logging work. */
+  logger?: Logger;
+  /**
+   * A held table older than this is re-requested from the control plane, and may then be replaced
+   * by a lower version (the control plane's counter restarts with it). Default 60 s.
+   */
+  staleAfterMs?: number;
+  /** prom-client `Registry` (or anything with `registerMetric`) to expose router metrics on. */
+  metrics?: MetricsRegistry;
+  /** Give up connecting to a backend after this long and try the next one. Default 3 s. */
+  connectTimeoutMs?: number;
+  /**
+   * Close pooled backend connections idle this long (a backend's `Keep-Alive: timeout=N` hint
+   * shortens it to N−1 s). Default 30 s.
+   */
+  upstreamIdleMs?: number;
+  /** How long a backend that refused a connection is skipped. Default 5 s. */
+  unhealthyMs?: number;
+  /** How long `close()` lets in-flight requests finish before cutting them. Default 10 s. */
+  drainTimeoutMs?: number;
+  /** Idle keep-alive timeout of client connections. Default 65 s. */
+  keepAliveTimeoutMs?: number;
+  /** Value of X-Forwarded-Proto (set to https when TLS is terminated in front). Default http. */
+  proto?: 'http' | 'https';
+}
+
+export interface Router {
+  /** The port actually listened on. */
+  port: number;
+  /** Stops accepting, lets in-flight requests finish (bounded), closes everything. Idempotent. */
+  close(): Promise<void>;
+  /** The route table currently in force (a copy). */
+  table(): RouteTableMessage;
+}
+
+/** Router-wide state the per-request code needs. */
+interface Shared {
+  pool: UpstreamPool;
+  logger: Logger | undefined;
+  metrics: RouterMetrics | null;
+  timed: boolean;
+  unhealthyMs: number;
+  closing: boolean;
+  inflight: number;
+  /** Called whenever a request finishes while closing. */
+  onFinishedWhileClosing: () => void;
+}
+
+const kExchange = Symbol('shellwego.exchange');
+type TaggedResponse = ServerResponse & { [kExchange]?: Exchange };
+
+function onResponseClose(this: TaggedResponse): void {
+  this[kExchange]!.onClientClose();
+}
+
+/** One proxied request: picks backends, retries connect failures, relays the response. */
+class Exchange implements UpstreamHandler {
+  started: number;
+  hostname: string | null = null;
+  path: string;
+  route: Route | null = null;
+  backend: Backend | null = null;
+  /** Backends that failed to connect for this request. */
+  tried: Backend[] | null = null;
+  keepAliveRetries = 0;
+  conn: UpstreamConn | null = null;
+  responded = false;
+  bytes = 0;
+  clientGone = false;
+  private waitingDrain = false;
+  private onDrain: (() => void) | null = null;
+
+  constructor(
+    private readonly shared: Shared,
+    readonly req: IncomingMessage,
+    readonly res: ServerResponse,
+    private readonly scan: ScannedRequest,
+  ) {
+    this.started = shared.timed ? performance.now() : 0;
+    this.path = req.url ?? '/';
+    (res as TaggedResponse)[kExchange] = this;
+    res.on('close', onResponseClose);
+  }
+
+  get requestId(): string {
+    return this.scan.requestId;
+  }
+
+  /** An answer the router gives itself. */
+  reply(err: RouterError, message: string): void {
+    const { res } = this;
+    this.shared.metrics?.error(err.code);
+    if (res.headersSent || this.clientGone) {
+      res.destroy();
+      return;
+    }
+    const body = `${message}\n`;
+    this.bytes = Buffer.byteLength(body);
+    const headers = [
+      'Content-Type', 'text/plain; charset=utf-8',
+      'Content-Length', String(this.bytes),
+      'Cache-Control', 'no-store',
+      'X-Shellwego-Error', err.code,
+      'X-Request-Id', this.scan.requestId,
+    ];
+    if (this.shared.closing) headers.push('Connection', 'close');
+    res.writeHead(err.status, headers);
+    res.end(body);
+  }
+
+  start(route: Route): void {
+    this.route = route;
+    this.attempt();
+  }
+
+  private attempt(): void {
+    const route = this.route!;
+    const now = Date.now();
+    const backend = pickBackend(route, now, this.tried);
+    if (backend === undefined) return this.reply(routerErrors.backendUnavailable, `no instance of ${route.appName} is reachable`);
+    this.backend = backend;
+    const method = this.req.method ?? 'GET';
+    const conn = this.shared.pool.acquire(backend, now, !this.scan.hasBody && IDEMPOTENT_METHODS.has(method));
+    this.conn = conn;
+    conn.send(this, { method, path: this.path, headers: this.scan.headers, body: this.scan.hasBody ? this.req : null, chunked: this.scan.chunked });
+  }
+
+  onResponseHead(status: number, headers: string[]): void {
+    this.responded = true;
+    const backend = this.backend!;
+    if (backend.unhealthyUntil !== 0) backend.unhealthyUntil = 0;
+    headers.push('X-Request-Id', this.scan.requestId);
+    if (this.shared.closing) headers.push('Connection', 'close');
+    try {
+      this.res.writeHead(status, headers);
+    } catch (err) {
+      // Node refused a header (invalid characters): nothing was sent, answer 502 instead.
+      this.shared.logger?.warn({ backend: backend.address, err: (err as Error).message }, 'backend response rejected');
+      this.conn?.destroy();
+      this.conn = null;
+      if (this.res.headersSent) this.res.destroy();
+      else this.reply(routerErrors.backendUnavailable, `instance of ${this.route!.appName} sent an invalid response`);
+    }
+  }
+
+  onResponseData(chunk: Buffer): boolean {
+    this.bytes += chunk.length;
+    if (this.res.write(chunk)) return true;
+    if (!this.waitingDrain) {
+      this.waitingDrain = true;
+      this.onDrain ??= () => {
+        this.waitingDrain = false;
+        if (this.conn !== null) this.conn.resume();
+      };
+      this.res.once('drain', this.onDrain);
+    }
+    return false;
+  }
+
+  onResponseEnd(last: Buffer | null): void {
+    this.conn = null;
+    if (last === null) this.res.end();
+    else {
+      this.bytes += last.length;
+      this.res.end(last);
+    }
+  }
+
+  onResponseAbort(err: NodeJS.ErrnoException): void {
+    this.conn = null;
+    this.shared.logger?.warn({ backend: this.backend?.address, err: err.code ?? err.message }, 'backend response cut short');
+    this.res.destroy();
+  }
+
+  onUpstreamFailure(err: NodeJS.ErrnoException, connectFailed: boolean, reusedSilent: boolean): void {
+    this.conn = null;
+    if (this.clientGone) return;
+    const { shared } = this;
+    const backend = this.backend!;
+    const route = this.route!;
+    if (connectFailed) {
+      // Never reached the backend: nothing was sent, mark it and try the next one.
+      backend.unhealthyUntil = Date.now() + shared.unhealthyMs;
+      (this.tried ??= []).push(backend);
+      shared.logger?.warn({ backend: backend.address, instanceId: backend.instanceId, err: err.code ?? err.message }, 'backend connect failed; marked unhealthy');
+      if (this.tried.length < route.backends.length) {
+        shared.metrics?.retry();
+        return this.attempt();
+      }
+      return this.reply(routerErrors.backendUnavailable, `no instance of ${route.appName} is reachable`);
+    }
+    // A pooled connection the backend closed just as we reused it (the keep-alive race):
+    // resending is safe for idempotent, body-less requests.
+    if (reusedSilent && !this.scan.hasBody && this.keepAliveRetries === 0 && IDEMPOTENT_METHODS.has(this.req.method ?? '')) {
+      this.keepAliveRetries++;
+      shared.metrics?.retry();
+      return this.attempt();
+    }
+    shared.logger?.warn({ backend: backend.address, instanceId: backend.instanceId, err: err.code ?? err.message }, 'backend failed before answering');
+    this.reply(routerErrors.backendUnavailable, `instance of ${route.appName} failed to answer`);
+  }
+
+  onClientClose(): void {
+    const { res, shared } = this;
+    if (!res.writableFinished) {
+      this.clientGone = true;
+      if (this.conn !== null) {
+        this.conn.destroy();
+        this.conn = null;
+      }
+    }
+    if (shared.timed) {
+      const ms = performance.now() - this.started;
+      shared.metrics?.observe(res.statusCode, ms / 1000);
+      const { logger } = shared;
+      if (logger !== undefined && logger.isLevelEnabled('info')) {
+        logger.info({
+          method: this.req.method, host: this.hostname, path: this.req.url, status: res.statusCode, durationMs: Math.round(ms * 1000) / 1000,
+          bytes: this.bytes, backend: this.backend?.address ?? null, instanceId: this.backend?.instanceId ?? null, requestId: this.scan.requestId,
+          appName: this.route?.appName ?? null, ...(this.clientGone ? { aborted: true } : {}),
+        }, 'request');
+      }
+    }
+    shared.inflight--;
+    if (shared.closing) shared.onFinishedWhileClosing();
+  }
+}
+
+export async function createRouter(opts: RouterOptions): Promise<Router> {
+  const staleAfterMs = opts.staleAfterMs ?? 60_000;
+  const connectTimeoutMs = opts.connectTimeoutMs ?? 3_000;
+  const unhealthyMs = opts.unhealthyMs ?? 5_000;
+  const drainTimeoutMs = opts.drainTimeoutMs ?? 10_000;
+  const proto = opts.proto ?? 'http';
+  const logger = opts.logger;
+  const metrics = opts.metrics ? new RouterMetrics(opts.metrics) : null;
+  const timed = logger !== undefined || metrics !== null;
+
+  const table = new RouteTable(staleAfterMs);
+  const hosts = new HostCache();
+  const pool = new UpstreamPool({ connectTimeoutMs, idleMs: opts.upstreamIdleMs ?? 30_000, maxIdlePerBackend: 512 });
+  const upgraded = new Set<Socket>();
+  let drained: (() => void) | null = null;
+  const shared: Shared = {
+    pool, logger, metrics, timed, unhealthyMs, closing: false, inflight: 0,
+    onFinishedWhileClosing: () => {
+      server.closeIdleConnections();
+      if (shared.inflight === 0 && drained !== null) drained();
+    },
+  };
+
+  function onRequest(req: IncomingMessage, res: ServerResponse): void {
+    shared.inflight++;
+    const scan = scanRequestHeaders(req.rawHeaders, forwardContext(req.socket, proto), false);
+    const ex = new Exchange(shared, req, res, scan);
+    const hostname = hosts.get(scan.host);
+    ex.hostname = hostname;
+    if (hostname === null) return ex.reply(routerErrors.badRequest, 'missing or malformed Host header');
+    if (ex.path.charCodeAt(0) !== 47 /* / */) {
+      const path = originForm(ex.path);
+      if (path === null) return ex.reply(routerErrors.badRequest, 'malformed request target');
+      ex.path = path;
+    }
+    const route = table.lookup(hostname);
+    if (route === undefined) return ex.reply(routerErrors.noSuchApp, `no app at ${hostname}`);
+    ex.route = route;
+    if (route.backends.length === 0) return ex.reply(routerErrors.noRunningInstances, `no running instances of ${route.appName}`);
+    ex.start(route);
+  }
+
+  // ---- server ------------------------------------------------------------------------------
+
+  const server = http.createServer({ requireHostHeader: false, requestTimeout: 0, headersTimeout: 60_000, noDelay: true }, onRequest);
+  server.keepAliveTimeout = opts.keepAliveTimeoutMs ?? 65_000;
+  server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+    proxyUpgrade({ table, hosts, proto, connectTimeoutMs, unhealthyMs, logger, metrics, upgraded, closing: () => shared.closing }, req, socket, head);
+  });
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    const busy = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent;
+    if (err.code === 'ECONNRESET' || !socket.writable || busy) {
+      socket.destroy();
+      return;
+    }
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+    const body = 'bad request\n';
+    socket.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\nX-Shellwego-Error: ${routerErrors.badRequest.code}\r\nConnection: close\r\n\r\n${body}`);
+  });
+
+  // ---- route table from the bus ------------------------------------------------------------
+
+  const onTable = (msg: unknown): void => {
+    const before = table.version;
+    const { result, reason, removed } = table.apply(msg);
+    if (removed) for (const b of removed) pool.dropBackend(b);
+    if (result === 'applied') logger?.info({ version: table.version, previous: before, hosts: Object.keys(table.snapshot().routes).length }, 'route table applied');
+    else logger?.debug({ result, reason }, 'route table ignored');
+  };
+  const subscription: Subscription = opts.bus.subscribe<unknown>(subjects.routes, onTable);
+  const requestTable = (): void => {
+    opts.bus.publish(subjects.routesRequest, {}).catch((err: unknown) => logger?.warn({ err }, 'could not request the route table'));
+  };
+  // Ask again while we have nothing, then whenever the table has gone stale.
+  const refresh = setInterval(() => {
+    const age = table.age();
+    if (age === Infinity || age >= staleAfterMs) requestTable();
+  }, Math.max(50, Math.min(staleAfterMs, 2_000)));
+  refresh.unref();
+  const sweep = setInterval(() => pool.sweep(table.allBackends()), 1_000);
+  sweep.unref();
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  server.on('error', (err) => logger?.error({ err }, 'router server error'));
+  requestTable();
+  const address = server.address();
+  const port = typeof address === 'object' && address !== null ? address.port : opts.port;
+  logger?.info({ host: opts.host, port }, 'router listening');
+
+  let closed: Promise<void> | null = null;
+  const close = (): Promise<void> => {
+    closed ??= (async () => {
+      shared.closing = true;
+      clearInterval(refresh);
+      clearInterval(sweep);
+      subscription.unsubscribe();
+      pool.closeIdle();
+      const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      // WebSockets never finish on their own: end them now (clients reconnect).
+      for (const s of upgraded) s.end();
+      if (shared.inflight > 0) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, drainTimeoutMs);
+          timer.unref();
+          drained = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
+      server.closeAllConnections();
+      for (const s of upgraded) s.destroy();
+      pool.destroyAll();
+      await stopped;
+    })();
+    return closed;
+  };
+
+  return { port, close, table: () => table.snapshot() };
+}
+
+/** Absolute-form request target (`GET http://host/path`) → origin-form; `*` kept; else null. */
+function originForm(target: string): string | null {
+  if (target === '*') return target;
+  try {
+    const url = new URL(target);
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') return null;
+    return url.pathname + url.search;
+  } catch {
+    return null;
+  }
+}

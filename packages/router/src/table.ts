@@ -1,0 +1,237 @@
+import type { RouteTableMessage } from '@shellwego/core';
+import type { UpstreamConn } from './upstream.ts';
+
+/**
+ * One backend (an app instance's host:port). The object is shared by every table version that
+ * lists the same address, so its passive-health state survives table replacements, and an
+ * in-flight request keeps a reference to it whatever happens to the table.
+ */
+export interface Backend {
+  instanceId: string;
+  /** host:port as published by the control plane. */
+  address: string;
+  host: string;
+  port: number;
+  /** Epoch ms until which the backend is skipped after a connect failure (0 = healthy). */
+  unhealthyUntil: number;
+  /** Idle keep-alive connections, most recently used last (managed by UpstreamPool). */
+  idle: UpstreamConn[];
+  /** Set once a table without this backend is applied: its connections are no longer pooled. */
+  removed: boolean;
+}
+
+export interface Route {
+  hostname: string;
+  appId: string;
+  appName: string;
+  backends: Backend[];
+  /** Round-robin cursor: index of the backend to try first for the next request. */
+  next: number;
+}
+
+export type ApplyResult = 'applied' | 'stale' | 'invalid';
+
+/** `ip:port`, `host:port` or `[v6]:port` → host and port; null when it is not one of those. */
+export function parseAddress(address: string): { host: string; port: number } | null {
+  if (typeof address !== 'string') return null;
+  let host: string;
+  let portText: string;
+  if (address.startsWith('[')) {
+    const end = address.indexOf(']');
+    if (end < 0 || address[end + 1] !== ':') return null;
+    host = address.slice(1, end);
+    portText = address.slice(end + 2);
+  } else {
+    const colon = address.lastIndexOf(':');
+    if (colon <= 0) return null;
+    host = address.slice(0, colon);
+    portText = address.slice(colon + 1);
+    if (host.includes(':')) return null;
+  }
+  if (!/^\d{1,5}$/.test(portText)) return null;
+  const port = Number(portText);
+  if (port < 1 || port > 65535 || !host) return null;
+  return { host, port };
+}
+
+const HOSTNAME_RE = /^[a-z0-9_.-]+$/;
+const PORT_RE = /^\d{0,5}$/;
+
+/**
+ * Host header → route key: lowercased, port and a trailing dot removed. IPv6 literals keep their
+ * brackets. Null when the header is missing or is not a plausible host (the caller answers 400).
+ */
+export function normalizeHost(raw: string | undefined): string | null {
+  if (!raw) return null;
+  let h = raw.trim().toLowerCase();
+  if (h.charCodeAt(0) === 91 /* [ */) {
+    const end = h.indexOf(']');
+    if (end < 2) return null;
+    const rest = h.slice(end + 1);
+    if (rest && (rest[0] !== ':' || !PORT_RE.test(rest.slice(1)))) return null;
+    const literal = h.slice(1, end);
+    if (!/^[0-9a-f:.]+$/.test(literal)) return null;
+    return h.slice(0, end + 1);
+  }
+  const colon = h.indexOf(':');
+  if (colon >= 0) {
+    if (!PORT_RE.test(h.slice(colon + 1))) return null;
+    h = h.slice(0, colon);
+  }
+  if (h.endsWith('.')) h = h.slice(0, -1);
+  if (!h || h.length > 253 || !HOSTNAME_RE.test(h) || h.includes('..')) return null;
+  return h;
+}
+
+/**
+ * The router's copy of the control plane's route table. `apply` swaps in a whole new table in one
+ * assignment (requests never see half a table) and refuses out-of-order (older) versions.
+ */
+export class RouteTable {
+  private message: RouteTableMessage | null = null;
+  private routes = new Map<string, Route>();
+  private backends = new Map<string, Backend>();
+  private receivedAt = 0;
+
+  /**
+   * @param staleAfterMs a table older than this may be replaced by a lower version: the control
+   *   plane's counter restarts at 1 when it restarts, and the router must follow it.
+   */
+  constructor(private readonly staleAfterMs: number) {}
+
+  get version(): number | null {
+    return this.message ? this.message.version : null;
+  }
+
+  /** Milliseconds since the held table was accepted (Infinity when none). */
+  age(now = Date.now()): number {
+    return this.message ? now - this.receivedAt : Infinity;
+  }
+
+  lookup(hostname: string): Route | undefined {
+    return this.routes.get(hostname);
+  }
+
+  /** Deep copy of the table as last accepted (empty version 0 before the first one). */
+  snapshot(): RouteTableMessage {
+    return this.message ? structuredClone(this.message) : { version: 0, routes: {} };
+  }
+
+  /** Every backend of the current table. */
+  allBackends(): IterableIterator<Backend> {
+    return this.backends.values();
+  }
+
+  /**
+   * Replaces the table with `msg` unless it is invalid or older than the one held. `removed`
+   * lists backends the new table no longer has (their pooled connections can be closed).
+   */
+  apply(msg: unknown, now = Date.now()): { result: ApplyResult; reason?: string; removed?: Backend[] } {
+    const checked = validate(msg);
+    if (typeof checked === 'string') return { result: 'invalid', reason: checked };
+    if (this.message) {
+      const held = this.message.version;
+      if (checked.version === held) return { result: 'stale', reason: `version ${checked.version} already held` };
+      if (checked.version < held && now - this.receivedAt <= this.staleAfterMs) {
+        return { result: 'stale', reason: `version ${checked.version} is older than held ${held}` };
+      }
+    }
+    const backends = new Map<string, Backend>();
+    const routes = new Map<string, Route>();
+    for (const [rawHost, entry] of Object.entries(checked.routes)) {
+      const hostname = normalizeHost(rawHost);
+      if (!hostname) continue;
+      const list: Backend[] = [];
+      for (const b of entry.backends) {
+        const key = `${b.instanceId}@${b.address}`;
+        let backend = backends.get(key) ?? this.backends.get(key);
+        if (!backend) {
+          const parsed = parseAddress(b.address)!;
+          backend = { instanceId: b.instanceId, address: b.address, host: parsed.host, port: parsed.port, unhealthyUntil: 0, idle: [], removed: false };
+        }
+        backends.set(key, backend);
+        list.push(backend);
+      }
+      const previous = this.routes.get(hostname);
+      routes.set(hostname, {
+        hostname, appId: entry.appId, appName: entry.appName, backends: list,
+        next: previous && list.length ? previous.next % list.length : 0,
+      });
+    }
+    const removed: Backend[] = [];
+    for (const [key, b] of this.backends) {
+      if (!backends.has(key)) {
+        b.removed = true;
+        removed.push(b);
+      }
+    }
+    this.message = checked;
+    this.routes = routes;
+    this.backends = backends;
+    this.receivedAt = now;
+    return { result: 'applied', removed };
+  }
+}
+
+/**
+ * Round-robin pick, skipping backends marked unhealthy and those already tried for this request.
+ * When every candidate is marked unhealthy it still returns one (the mark may be out of date, and
+ * trying beats refusing), so a lone backend that blipped is retried rather than shunned.
+ */
+export function pickBackend(route: Route, now: number, tried: Backend[] | null): Backend | undefined {
+  const list = route.backends;
+  const n = list.length;
+  if (n === 0) return undefined;
+  const start = route.next % n;
+  let fallback = -1;
+  for (let i = 0; i < n; i++) {
+    const idx = (start + i) % n;
+    const b = list[idx];
+    if (tried !== null && tried.includes(b)) continue;
+    if (b.unhealthyUntil <= now) {
+      route.next = idx + 1;
+      return b;
+    }
+    if (fallback < 0) fallback = idx;
+  }
+  if (fallback < 0) return undefined;
+  route.next = fallback + 1;
+  return list[fallback];
+}
+
+function validate(msg: unknown): RouteTableMessage | string {
+  if (!msg || typeof msg !== 'object') return 'not an object';
+  const m = msg as Record<string, unknown>;
+  if (typeof m.version !== 'number' || !Number.isFinite(m.version)) return 'version is not a number';
+  if (!m.routes || typeof m.routes !== 'object' || Array.isArray(m.routes)) return 'routes is not an object';
+  const routes: RouteTableMessage['routes'] = {};
+  for (const [host, value] of Object.entries(m.routes as Record<string, unknown>)) {
+    if (!value || typeof value !== 'object') continue;
+    const r = value as Record<string, unknown>;
+    if (typeof r.appId !== 'string' || typeof r.appName !== 'string' || !Array.isArray(r.backends)) continue;
+    const backends: RouteTableMessage['routes'][string]['backends'] = [];
+    for (const b of r.backends as unknown[]) {
+      if (!b || typeof b !== 'object') continue;
+      const { instanceId, address } = b as Record<string, unknown>;
+      if (typeof instanceId !== 'string' || typeof address !== 'string' || !parseAddress(address)) continue;
+      backends.push({ instanceId, address });
+    }
+    routes[host] = { appId: r.appId, appName: r.appName, backends };
+  }
+  return { version: m.version, routes };
+}
+
+/** Bounded memo of Host header → route key; the same few Host values repeat on every request. */
+export class HostCache {
+  private map = new Map<string, string | null>();
+  get(raw: string | undefined): string | null {
+    if (raw === undefined) return null;
+    let v = this.map.get(raw);
+    if (v === undefined) {
+      v = normalizeHost(raw);
+      if (this.map.size >= 1024) this.map.clear();
+      this.map.set(raw, v);
+    }
+    return v;
+  }
+}

@@ -1,0 +1,386 @@
+/**
+ * The node agent: converges what runs on this node to what the control plane assigned, and
+ * reports what actually runs. Shaped like Nomad's client (one runner per instance, re-attached
+ * after a restart) around a Kubernetes-style level-triggered reconcile loop.
+ */
+import { promises as fsp } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { pino } from 'pino';
+import type { Logger } from 'pino';
+import { subjects } from '@shellwego/core';
+import type { AppLogMessage, AssignmentsMessage, BlobStore, HeartbeatMessage, InstanceSpec, InstanceStatusMessage } from '@shellwego/core';
+import type { Bus, Subscription } from '@shellwego/bus';
+import type { SandboxRuntime } from '@shellwego/sandbox';
+import { ArtifactCache } from './artifacts.ts';
+import { appUid, sandboxIdFor, specProblem } from './identity.ts';
+import { InstanceRunner } from './instance-runner.ts';
+import type { BackoffOptions, InstanceInfo, RunnerContext } from './instance-runner.ts';
+import { reconcile } from './reconcile.ts';
+import type { Action } from './reconcile.ts';
+import { instancePaths, readRecord } from './record.ts';
+
+export interface AgentOptions {
+  nodeId: string;
+  /** Human-readable node name (hostname). */
+  name: string;
+  bus: Bus;
+  blobs: BlobStore;
+  runtime: SandboxRuntime;
+  /** Everything the agent keeps: artifacts/, instances/. */
+  dataDir: string;
+  logger?: Logger;
+  /** Default 5000. */
+  heartbeatMs?: number;
+  /** SIGTERM → SIGKILL grace when stopping an instance. Default 10000. */
+  stopGraceMs?: number;
+  /** Advertised capacity. Default: all cpus and all memory of the host. */
+  capacity?: { cpus: number; memoryMb: number };
+  /** Full status report of every instance (and a reconcile pass). Default 10000. */
+  statusIntervalMs?: number;
+  /** A web process must accept TCP connections on $PORT within this. Default 60000. */
+  bootTimeoutMs?: number;
+  /** Crash restarts: 1 s, 2 s, 4 s … 60 s; reset after 60 s of healthy running. */
+  backoff?: Partial<BackoffOptions>;
+  /** output.log is truncated once read past this size. Default 16 MiB. */
+  logMaxBytes?: number;
+}
+
+export interface Agent {
+  start(): Promise<void>;
+  /**
+   * Stop the agent. By default its instances are stopped (SIGTERM, grace, SIGKILL) and removed;
+   * with `leaveRunning` they are left running untouched, to be adopted by the next agent start.
+   */
+  stop(opts?: { leaveRunning: boolean }): Promise<void>;
+  instances(): InstanceInfo[];
+}
+
+const TOMBSTONE_MS = 10 * 60_000;
+const INSTANCE_DIR_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
+
+export function createAgent(opts: AgentOptions): Agent {
+  return new NodeAgent(opts);
+}
+
+class NodeAgent implements Agent {
+  private readonly logger: Logger;
+  private readonly instancesDir: string;
+  private readonly artifacts: ArtifactCache;
+  private readonly ctx: RunnerContext;
+  private readonly isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+  private runners = new Map<string, InstanceRunner>();
+  /** Stopped instances, re-reported for a while in case the `stopped` message was lost. */
+  private tombstones = new Map<string, { msg: InstanceStatusMessage; until: number }>();
+  private rejected = new Map<string, string>();
+  private desired: InstanceSpec[] | null = null;
+  /** Ports handed out under isolation `none`, so two concurrent starts never get the same one. */
+  private ports = new Map<InstanceRunner, number>();
+  private portLock: Promise<unknown> = Promise.resolve();
+  private generation = -Infinity;
+  private sub: Subscription | null = null;
+  private timers: NodeJS.Timeout[] = [];
+  private chain: Promise<void> = Promise.resolve();
+  private queued = false;
+  private state: 'new' | 'starting' | 'started' | 'stopping' | 'stopped' = 'new';
+
+  constructor(private readonly opts: AgentOptions) {
+    this.logger = opts.logger ?? pino({ name: 'shellwego-agent' });
+    this.instancesDir = path.join(opts.dataDir, 'instances');
+    this.artifacts = new ArtifactCache(path.join(opts.dataDir, 'artifacts'), opts.blobs);
+    this.ctx = {
+      nodeId: opts.nodeId,
+      runtime: opts.runtime,
+      artifacts: this.artifacts,
+      logger: this.logger,
+      stopGraceMs: opts.stopGraceMs ?? 10_000,
+      bootTimeoutMs: opts.bootTimeoutMs ?? 60_000,
+      backoff: { initialMs: 1000, maxMs: 60_000, resetAfterMs: 60_000, ...opts.backoff },
+      logMaxBytes: opts.logMaxBytes ?? 16 * 1024 * 1024,
+      owner: (spec) => (this.isRoot ? { uid: appUid(spec.appId), gid: appUid(spec.appId) } : null),
+      pickPort: (runner, preferred) => this.pickPort(runner, preferred),
+      report: (msg) => this.publish(subjects.instanceStatus, msg),
+      publishLogs: (appId, lines) => this.publish(subjects.appLogs(appId), { appId, lines } satisfies AppLogMessage),
+      onGone: (runner) => this.onGone(runner),
+    };
+  }
+
+  // ---------- lifecycle ----------
+
+  async start(): Promise<void> {
+    if (this.state !== 'new') throw new Error(`agent ${this.opts.nodeId} was already started`);
+    this.state = 'starting';
+    await this.prepareDirs();
+    await this.artifacts.init();
+    await this.restoreInstances();
+    this.sub = this.opts.bus.subscribe<AssignmentsMessage>(subjects.assignments(this.opts.nodeId), (m) => this.onAssignments(m));
+    this.state = 'started';
+    this.heartbeat();
+    this.reportAll();
+    const hb = setInterval(() => this.heartbeat(), this.opts.heartbeatMs ?? 5000);
+    const st = setInterval(() => {
+      this.reportAll();
+      void this.scheduleReconcile();
+    }, this.opts.statusIntervalMs ?? 10_000);
+    hb.unref();
+    st.unref();
+    this.timers.push(hb, st);
+    this.logger.info({ node: this.opts.nodeId, isolation: this.opts.runtime.isolation, instances: this.runners.size }, 'agent started');
+  }
+
+  async stop(opts: { leaveRunning: boolean } = { leaveRunning: false }): Promise<void> {
+    if (this.state === 'stopped' || this.state === 'stopping') return;
+    this.state = 'stopping';
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    this.sub?.unsubscribe();
+    this.sub = null;
+    await this.chain;
+    const runners = [...this.runners.values()];
+    if (opts.leaveRunning) await Promise.all(runners.map((r) => r.detach()));
+    else await Promise.all(runners.map((r) => r.stop()));
+    this.runners.clear();
+    this.state = 'stopped';
+    this.logger.info({ node: this.opts.nodeId, leftRunning: opts.leaveRunning ? runners.length : 0 }, 'agent stopped');
+  }
+
+  instances(): InstanceInfo[] {
+    return [...this.runners.values()].map((r) => r.info());
+  }
+
+  /**
+   * Unprivileged app users must be able to reach their /app source through every parent
+   * directory (bubblewrap binds it as that user), so each one needs o+x. The agent's own
+   * directories get it; a parent it does not own is reported instead of silently changed.
+   */
+  private async prepareDirs(): Promise<void> {
+    const { dataDir } = this.opts;
+    if (!path.isAbsolute(dataDir)) throw new Error(`agent dataDir must be an absolute path, got "${dataDir}"`);
+    await fsp.mkdir(this.instancesDir, { recursive: true, mode: 0o711 });
+    if (!this.isRoot) return;
+    for (const d of [dataDir, this.instancesDir]) {
+      const st = await fsp.stat(d);
+      if ((st.mode & 0o001) === 0) await fsp.chmod(d, (st.mode & 0o7777) | 0o011);
+    }
+    for (let d = path.dirname(path.resolve(dataDir)); ; d = path.dirname(d)) {
+      const st = await fsp.stat(d);
+      if ((st.mode & 0o001) === 0) {
+        const err = new Error(
+          `agent_data_dir_not_traversable: app processes run as unprivileged users and must reach ${this.instancesDir}, ` +
+            `but ${d} has mode ${(st.mode & 0o777).toString(8)} (no search permission for others). ` +
+            `Run "chmod o+x ${d}" (this lets others pass through, not list it) or choose a data directory elsewhere.`,
+        );
+        (err as Error & { code: string }).code = 'agent_data_dir_not_traversable';
+        throw err;
+      }
+      if (d === '/') break;
+    }
+  }
+
+  /** Adopt what still runs, account for what ended while we were away. */
+  private async restoreInstances(): Promise<void> {
+    let names: string[];
+    try {
+      names = await fsp.readdir(this.instancesDir);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      if (!INSTANCE_DIR_RE.test(name)) continue;
+      const paths = instancePaths(this.instancesDir, name);
+      const record = await readRecord(paths.record);
+      if (!record || record.spec.instanceId !== name) {
+        // Created but never recorded (crash during creation) or unreadable: make sure nothing
+        // runs from it, then drop it. Still assigned? The next pass starts it afresh.
+        this.logger.warn({ dir: paths.dir }, 'instance directory without a readable record: removed');
+        await this.opts.runtime.cleanup(sandboxIdFor(name), paths.state).catch(() => {});
+        await fsp.rm(paths.dir, { recursive: true, force: true }).catch(() => {});
+        continue;
+      }
+      try {
+        this.runners.set(name, await InstanceRunner.restore(this.ctx, paths, record));
+      } catch (err) {
+        this.logger.error({ err, instance: name }, 'cannot restore instance');
+      }
+    }
+  }
+
+  // ---------- desired state ----------
+
+  private async onAssignments(m: AssignmentsMessage): Promise<void> {
+    if (this.state !== 'started') return;
+    if (!m || m.nodeId !== this.opts.nodeId || typeof m.generation !== 'number' || !Array.isArray(m.instances)) {
+      this.logger.warn({ nodeId: m?.nodeId }, 'malformed assignments message ignored');
+      return;
+    }
+    if (m.generation < this.generation) {
+      this.logger.debug({ generation: m.generation, newest: this.generation }, 'stale assignments ignored');
+      return;
+    }
+    this.generation = m.generation;
+    this.desired = m.instances;
+    await this.scheduleReconcile();
+  }
+
+  /** Serialised passes; requests during a pass collapse into one more pass. */
+  private scheduleReconcile(): Promise<void> {
+    if (this.queued) return this.chain;
+    this.queued = true;
+    this.chain = this.chain.then(async () => {
+      this.queued = false;
+      try {
+        await this.reconcileOnce();
+      } catch (err) {
+        this.logger.error({ err }, 'reconcile pass failed');
+      }
+    });
+    return this.chain;
+  }
+
+  private async reconcileOnce(): Promise<void> {
+    if (this.state !== 'started' || this.desired === null) return;
+    const valid: InstanceSpec[] = [];
+    const seen = new Set<string>();
+    for (const spec of this.desired) {
+      const problem = specProblem(spec);
+      if (!problem) {
+        valid.push(spec);
+        continue;
+      }
+      const id = typeof spec?.instanceId === 'string' ? spec.instanceId : null;
+      if (!id) {
+        this.logger.error({ problem }, 'assigned instance without an id ignored');
+        continue;
+      }
+      seen.add(id);
+      if (this.rejected.get(id) === problem) continue;
+      this.rejected.set(id, problem);
+      this.logger.error({ instance: id, problem }, 'assigned instance cannot be run');
+      this.publish(subjects.instanceStatus, {
+        nodeId: this.opts.nodeId, instanceId: id, state: 'crashed', exitCode: null, signal: null, oomKilled: false, restarts: 0,
+        address: null, startedAt: null, at: new Date().toISOString(), lastLog: [`agent refused the assignment: ${problem}`],
+        restartGeneration: typeof spec.restartGeneration === 'number' ? spec.restartGeneration : 0,
+      } satisfies InstanceStatusMessage);
+    }
+    for (const id of this.rejected.keys()) if (!seen.has(id)) this.rejected.delete(id);
+
+    const actual = [...this.runners.values()].map((r) => ({ instanceId: r.instanceId, spec: r.spec, phase: r.phase }));
+    for (const action of reconcile(valid, actual)) {
+      try {
+        await this.apply(action);
+      } catch (err) {
+        this.logger.error({ err, action: action.type, instance: action.type === 'start' ? action.spec.instanceId : action.instanceId }, 'reconcile action failed');
+      }
+    }
+    const keep = new Set<string>(valid.map((s) => s.artifactDigest));
+    for (const r of this.runners.values()) keep.add(r.spec.artifactDigest);
+    const removed = await this.artifacts.gc(keep);
+    if (removed.length) this.logger.info({ artifacts: removed }, 'removed unused artifacts');
+  }
+
+  private async apply(action: Action): Promise<void> {
+    switch (action.type) {
+      case 'start': {
+        const { spec } = action;
+        this.tombstones.delete(spec.instanceId);
+        const uid = this.isRoot ? appUid(spec.appId) : process.getuid!();
+        const gid = this.isRoot ? uid : process.getgid!();
+        const paths = instancePaths(this.instancesDir, spec.instanceId);
+        const runner = await InstanceRunner.create(this.ctx, paths, spec, { sandboxId: sandboxIdFor(spec.instanceId), uid, gid });
+        this.runners.set(spec.instanceId, runner);
+        this.logger.info({ instance: spec.instanceId, app: spec.appId, dyno: `${spec.processType}.${spec.index}` }, 'starting instance');
+        return;
+      }
+      case 'stop': {
+        const r = this.runners.get(action.instanceId);
+        if (!r) return;
+        this.logger.info({ instance: action.instanceId }, 'stopping instance: no longer assigned');
+        void r.stop().catch((err) => this.logger.error({ err, instance: action.instanceId }, 'stop failed'));
+        return;
+      }
+      case 'replace': {
+        this.logger.info({ instance: action.instanceId, reason: action.reason }, 'replacing instance');
+        this.runners.get(action.instanceId)?.replace(action.spec);
+        return;
+      }
+    }
+  }
+
+  private onGone(runner: InstanceRunner): void {
+    if (this.runners.get(runner.instanceId) === runner) this.runners.delete(runner.instanceId);
+    this.ports.delete(runner);
+    this.tombstones.set(runner.instanceId, { msg: runner.status(), until: Date.now() + TOMBSTONE_MS });
+    // Assigned again while it was stopping? The next pass starts it afresh.
+    if (this.state === 'started') void this.scheduleReconcile();
+  }
+
+  // ---------- reporting ----------
+
+  private heartbeat(): void {
+    const capacity = this.opts.capacity ?? { cpus: os.cpus().length, memoryMb: Math.floor(os.totalmem() / 1024 / 1024) };
+    const live = [...this.runners.values()].filter((r) => r.phase !== 'stopped').length;
+    this.publish(subjects.heartbeat, {
+      nodeId: this.opts.nodeId, name: this.opts.name, isolation: this.opts.runtime.isolation, capacity, instances: live, at: new Date().toISOString(),
+    } satisfies HeartbeatMessage);
+  }
+
+  /** Level-triggered: the whole truth, so a restarted control plane (or a lost message) catches up. */
+  private reportAll(): void {
+    const now = Date.now();
+    for (const r of this.runners.values()) this.publish(subjects.instanceStatus, r.status());
+    for (const [id, t] of this.tombstones) {
+      if (t.until < now) this.tombstones.delete(id);
+      else this.publish(subjects.instanceStatus, { ...t.msg, at: new Date().toISOString() });
+    }
+  }
+
+  private publish(subject: string, data: unknown): void {
+    this.opts.bus.publish(subject, data).catch((err) => this.logger.warn({ err, subject }, 'bus publish failed'));
+  }
+
+  // ---------- ports (isolation `none`) ----------
+
+  /**
+   * Without network namespaces every instance shares the host's 127.0.0.1, so each needs its own
+   * port: the one it had (kept across restarts when still free), else one the kernel hands out.
+   */
+  private pickPort(runner: InstanceRunner, preferred: number | null): Promise<number> {
+    const pick = async (): Promise<number> => {
+      const taken = new Set<number>();
+      for (const r of this.runners.values()) if (r !== runner && r.phase !== 'stopped') taken.add(r.port);
+      for (const [r, p] of this.ports) if (r !== runner) taken.add(p);
+      let port: number | null = null;
+      if (preferred && !taken.has(preferred) && (await portFree(preferred))) port = preferred;
+      for (let i = 0; port === null && i < 50; i++) {
+        const p = await ephemeralPort();
+        if (!taken.has(p)) port = p;
+      }
+      if (port === null) throw new Error('no free port found for the instance');
+      this.ports.set(runner, port);
+      return port;
+    };
+    const result = this.portLock.then(pick, pick);
+    this.portLock = result.catch(() => {});
+    return result;
+  }
+}
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen({ port, host: '0.0.0.0', exclusive: true }, () => srv.close(() => resolve(true)));
+  });
+}
+
+function ephemeralPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen({ port: 0, host: '0.0.0.0', exclusive: true }, () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}

@@ -9,10 +9,10 @@
  * memory.limit_in_bytes (+ memory.memsw.limit_in_bytes when swap accounting exists),
  * cpu.cfs_quota_us/cfs_period_us, pids.max; OOM kills counted in memory.oom_control.
  */
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, constants as fsc, closeSync, mkdirSync, openSync, rmdirSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import type { ResourceLimits, SandboxStats } from './types.ts';
-import { readText, sleep, trySignal } from './util.ts';
+import { readText, readTextSync, sleep, trySignal } from './util.ts';
 
 export type CgroupVersion = 'v1' | 'v2' | 'none';
 
@@ -139,6 +139,28 @@ export function procsFiles(ref: CgroupRef): string[] {
   return cgroupDirs(ref).map((d) => path.join(d, 'cgroup.procs'));
 }
 
+/*
+ * cgroupfs is a pseudo-filesystem: its files are written synchronously (microseconds each)
+ * rather than through libuv's thread pool (a round trip per call), see util.ts.
+ */
+/** Write without O_CREAT: cgroupfs answers EACCES to a create, this gives ENOENT for "absent". */
+function writeExisting(file: string, value: string): void {
+  const fd = openSync(file, fsc.O_WRONLY);
+  try {
+    writeSync(fd, value);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function writeCgSync(file: string, value: string): void {
+  try {
+    writeExisting(file, value);
+  } catch (e: any) {
+    throw new Error(`cgroup: cannot write "${value}" to ${file}: ${e.code ?? e.message}`);
+  }
+}
+
 async function writeCg(file: string, value: string): Promise<void> {
   try {
     await fsp.writeFile(file, value);
@@ -176,47 +198,105 @@ function v1Mounts(layout: CgroupLayout): string[] {
 
 /** Create `<hierarchy>/<root>` everywhere (v2: with memory/cpu/pids delegated to it). Idempotent. */
 export async function prepareCgroupRoot(layout: CgroupLayout, root: string): Promise<void> {
-  if (layout.version === 'v2') return enableV2Controllers(layout.v2Mount!, root);
-  for (const mount of v1Mounts(layout)) {
-    await fsp.mkdir(path.join(mount, root), { recursive: true });
-  }
+  if (layout.version === 'v2') await enableV2Controllers(layout.v2Mount!, root);
+  else await Promise.all(v1Mounts(layout).map((mount) => fsp.mkdir(path.join(mount, root), { recursive: true })));
+  preparedRoots.add(rootKey(layout, root));
+}
+
+/** `<mount>/<root>` prepared by this process (prepareCgroupRoot), so starts skip re-checking it. */
+const preparedRoots = new Set<string>();
+
+function rootKey(layout: CgroupLayout, root: string): string {
+  return `${layout.version}:${layout.v2Mount ?? v1Mounts(layout).join(',')}:${root}`;
 }
 
 /** Create the cgroup dirs and apply limits. Idempotent. */
 export async function createCgroup(layout: CgroupLayout, root: string, ref: CgroupRef, limits: ResourceLimits): Promise<void> {
+  const key = rootKey(layout, root);
+  if (!preparedRoots.has(key)) {
+    await prepareCgroupRoot(layout, root);
+  }
+  try {
+    await createCgroupOnce(ref, limits);
+  } catch (e) {
+    // <root> removed (or v2 controllers withdrawn) behind our back: prepare it again, retry once.
+    preparedRoots.delete(key);
+    await prepareCgroupRoot(layout, root);
+    await createCgroupOnce(ref, limits).catch(() => {
+      throw e;
+    });
+  }
+}
+
+/** Write a cgroup file that may not exist (e.g. swap limits without swap accounting). */
+function writeCgIfPresentSync(file: string, value: string): void {
+  try {
+    writeExisting(file, value);
+  } catch (e: any) {
+    if (e.code !== 'ENOENT') throw new Error(`cgroup: cannot write "${value}" to ${file}: ${e.code ?? e.message}`);
+  }
+}
+
+function mkdirOkSync(d: string): void {
+  try {
+    mkdirSync(d);
+  } catch (e: any) {
+    if (e.code !== 'EEXIST') throw new Error(`cgroup: cannot create ${d}: ${e.code ?? e.message}`);
+  }
+}
+
+async function createCgroupOnce(ref: CgroupRef, limits: ResourceLimits): Promise<void> {
+  await createCgroupDirs(ref);
+  await applyLimits(ref, limits);
+}
+
+/** mkdir the cgroup's directories (no limits yet); <root> must exist. Idempotent. */
+export async function createCgroupDirs(ref: CgroupRef): Promise<void> {
+  for (const d of cgroupDirs(ref)) mkdirOkSync(d);
+}
+
+/** `<hierarchy>/<root>` for every hierarchy of the layout. */
+export function hierarchyRoots(layout: CgroupLayout, root: string): string[] {
+  return (layout.version === 'v2' ? [layout.v2Mount!] : v1Mounts(layout)).map((m) => path.join(m, root));
+}
+
+/** Write the limits into existing cgroup dirs (also ones processes are already in). */
+export async function applyLimits(ref: CgroupRef, limits: ResourceLimits): Promise<void> {
   const memBytes = Math.floor(limits.memoryMb * 1024 * 1024);
   const quota = cpuQuotaUs(limits.cpus);
   if (ref.version === 'v2') {
-    await enableV2Controllers(layout.v2Mount!, root);
     const d = ref.memory;
-    await fsp.mkdir(d, { recursive: true });
-    await writeCg(path.join(d, 'memory.max'), String(memBytes));
-    try {
-      await fsp.access(path.join(d, 'memory.swap.max'));
-      await writeCg(path.join(d, 'memory.swap.max'), '0');
-    } catch {}
-    await writeCg(path.join(d, 'cpu.max'), `${quota} ${CPU_PERIOD_US}`);
-    await writeCg(path.join(d, 'pids.max'), String(limits.pids));
+    writeCgSync(path.join(d, 'memory.max'), String(memBytes));
+    writeCgIfPresentSync(path.join(d, 'memory.swap.max'), '0'); // absent without swap accounting
+    writeCgSync(path.join(d, 'cpu.max'), `${quota} ${CPU_PERIOD_US}`);
+    writeCgSync(path.join(d, 'pids.max'), String(limits.pids));
     return;
   }
-  for (const d of cgroupDirs(ref)) await fsp.mkdir(d, { recursive: true });
-  await writeCg(path.join(ref.memory, 'memory.limit_in_bytes'), String(memBytes));
-  const memsw = path.join(ref.memory, 'memory.memsw.limit_in_bytes');
-  try {
-    await fsp.access(memsw);
-    // memsw must be >= limit_in_bytes; equal means "no swap".
-    await writeCg(memsw, String(memBytes));
-  } catch {}
-  await writeCg(path.join(ref.cpu, 'cpu.cfs_period_us'), String(CPU_PERIOD_US));
-  await writeCg(path.join(ref.cpu, 'cpu.cfs_quota_us'), String(quota));
-  await writeCg(path.join(ref.pids, 'pids.max'), String(limits.pids));
+  writeCgSync(path.join(ref.memory, 'memory.limit_in_bytes'), String(memBytes));
+  // memsw must be >= limit_in_bytes, hence after it; equal means "no swap"
+  writeCgIfPresentSync(path.join(ref.memory, 'memory.memsw.limit_in_bytes'), String(memBytes));
+  // a quota is only valid with its period: period first
+  writeCgSync(path.join(ref.cpu, 'cpu.cfs_period_us'), String(CPU_PERIOD_US));
+  writeCgSync(path.join(ref.cpu, 'cpu.cfs_quota_us'), String(quota));
+  writeCgSync(path.join(ref.pids, 'pids.max'), String(limits.pids));
 }
 
 /** All pids currently in the sandbox's cgroup(s). */
 export async function cgroupPids(ref: CgroupRef): Promise<number[]> {
   const all = new Set<number>();
+  const texts = await Promise.all(cgroupDirs(ref).map((d) => readText(path.join(d, 'cgroup.procs'))));
+  for (const t of texts) {
+    if (!t) continue;
+    for (const l of t.split('\n')) if (l.trim()) all.add(Number(l));
+  }
+  return [...all];
+}
+
+/** cgroupPids, synchronously (cgroupfs; see writeCgSync). */
+export function cgroupPidsSync(ref: CgroupRef): number[] {
+  const all = new Set<number>();
   for (const d of cgroupDirs(ref)) {
-    const t = await readText(path.join(d, 'cgroup.procs'));
+    const t = readTextSync(path.join(d, 'cgroup.procs'));
     if (!t) continue;
     for (const l of t.split('\n')) if (l.trim()) all.add(Number(l));
   }
@@ -237,6 +317,7 @@ export async function signalCgroup(ref: CgroupRef, sig: NodeJS.Signals, exclude:
 export async function killCgroup(ref: CgroupRef, timeoutMs = 5000): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   const killFile = ref.version === 'v2' ? path.join(ref.memory, 'cgroup.kill') : null;
+  if (cgroupPidsSync(ref).length === 0) return true; // the usual case at cleanup: nothing left
   while (Date.now() < deadline) {
     const pids = await cgroupPids(ref);
     if (pids.length === 0) return true;
@@ -282,7 +363,16 @@ export async function cgroupStats(ref: CgroupRef): Promise<SandboxStats> {
 
 /** Remove the cgroup dirs (they must be empty; retries while the kernel finishes exits). Idempotent. */
 export async function removeCgroup(ref: CgroupRef, timeoutMs = 5000): Promise<void> {
-  for (const d of cgroupDirs(ref)) await rmdirRetry(d, timeoutMs);
+  const busy: string[] = [];
+  for (const d of cgroupDirs(ref)) {
+    try {
+      rmdirSync(d);
+    } catch (e: any) {
+      if (e.code === 'EBUSY') busy.push(d);
+      else if (e.code !== 'ENOENT') throw new Error(`cgroup: cannot remove ${d}: ${e.code ?? e.message}`);
+    }
+  }
+  await Promise.all(busy.map((d) => rmdirRetry(d, timeoutMs)));
 }
 
 export async function rmdirRetry(d: string, timeoutMs = 5000): Promise<void> {
@@ -305,6 +395,7 @@ export async function rmdirRetry(d: string, timeoutMs = 5000): Promise<void> {
  */
 export async function removeCgroupRoot(layout: CgroupLayout, root: string): Promise<void> {
   const r = validateCgroupRoot(root);
+  preparedRoots.delete(rootKey(layout, r));
   const mounts =
     layout.version === 'v2'
       ? [layout.v2Mount!]

@@ -8,11 +8,12 @@ export type {
   SandboxStats,
   SandboxHandle,
   SandboxRuntime,
+  ManagedSandboxRuntime,
   BridgeOptions,
   RuntimeOptions,
   IsolationReport,
 } from './types.ts';
-export { createRuntime, readFinalExit, readMeta, DEFAULT_BRIDGE, DEFAULT_CGROUP_ROOT, DEFAULT_STATE_ROOT } from './runtime.ts';
+export { createRuntime, readFinalExit, readMeta, DEFAULT_BRIDGE, DEFAULT_CGROUP_ROOT, DEFAULT_STATE_ROOT, DEFAULT_NET_POOL_SIZE } from './runtime.ts';
 export type { SandboxMeta } from './runtime.ts';
 export { detectIsolation } from './detect.ts';
 export { prepareWritableDir } from './fsutil.ts';

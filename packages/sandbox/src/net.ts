@@ -4,9 +4,9 @@
  * persistent IP allocator (JSON file + lock file) so allocations survive restarts.
  */
 import { createHash } from 'node:crypto';
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, readlinkSync } from 'node:fs';
 import path from 'node:path';
-import { CommandError, exists, pidAlive, readJson, run, sleep, writeJsonAtomic } from './util.ts';
+import { CommandError, exists, existsSync, pidAlive, readJson, readText, readTextSync, run, runWithInput, sleep, writeJsonAtomic } from './util.ts';
 
 export interface Cidr {
   cidr: string;
@@ -56,22 +56,33 @@ function isExists(e: unknown): boolean {
   return /File exists|already exists|Address already assigned/i.test(s);
 }
 
+const IFF_UP = 0x1;
+
 /** Create (if needed) the bridge, give it the gateway address and bring it up. Idempotent. */
 export async function ensureBridge(name: string, cidr: string): Promise<void> {
   validateBridgeName(name);
   const c = parseCidr(cidr);
+  const want = `${intToIp(c.gateway)}/${c.prefix}`;
+  // Fast path (the usual case): bridge exists and is up (sysfs), and has the address (one `ip`).
+  const flags = await readText(`/sys/class/net/${name}/flags`);
+  if (flags !== null && (Number(flags.trim()) & IFF_UP) !== 0 && (await exists(`/sys/class/net/${name}/bridge`))) {
+    const addrs = await run('ip', ['-4', '-o', 'addr', 'show', 'dev', name]).catch(() => '');
+    if (addrs.includes(` ${want} `)) return;
+  }
   try {
     await run('ip', ['link', 'show', 'dev', name]);
   } catch (e) {
     if (!isMissing(e)) throw e;
     try {
-      await run('ip', ['link', 'add', 'name', name, 'type', 'bridge']);
+      // A fixed MAC: by default a bridge takes the lowest MAC of its ports, so it changes as
+      // sandboxes come and go, and a sandbox whose ARP entry for the gateway names the MAC of a
+      // port that is gone cannot reach the host until that entry expires.
+      await run('ip', ['link', 'add', 'name', name, 'address', bridgeMac(name), 'type', 'bridge']);
     } catch (e2) {
       if (!isExists(e2)) throw e2;
     }
   }
   const addrs = await run('ip', ['-4', '-o', 'addr', 'show', 'dev', name]);
-  const want = `${intToIp(c.gateway)}/${c.prefix}`;
   if (!addrs.includes(` ${want} `)) {
     try {
       await run('ip', ['addr', 'add', want, 'dev', name]);
@@ -80,6 +91,12 @@ export async function ensureBridge(name: string, cidr: string): Promise<void> {
     }
   }
   await run('ip', ['link', 'set', 'dev', name, 'up']);
+}
+
+/** Locally administered unicast MAC derived from the bridge name (stable across recreations). */
+export function bridgeMac(name: string): string {
+  const h = createHash('sha1').update(`shellwego-bridge:${name}`).digest();
+  return ['02', ...[0, 1, 2, 3, 4].map((i) => h[i].toString(16).padStart(2, '0'))].join(':');
 }
 
 /** Delete a bridge (for tests/uninstall). Idempotent. */
@@ -105,16 +122,30 @@ export async function netnsExists(name: string): Promise<boolean> {
   return exists(netnsPath(name));
 }
 
-export async function createNetns(name: string): Promise<void> {
-  if (await netnsExists(name)) return;
-  try {
-    await run('ip', ['netns', 'add', name]);
-  } catch (e) {
-    if (!isExists(e)) throw e;
-  }
+/** Does the (host netns) network interface exist? sysfs, no `ip` process (sync: see util.ts). */
+export function linkExists(name: string): boolean {
+  return existsSync(`/sys/class/net/${name}`);
+}
+
+/** netnsExists, synchronously (/run/netns is a tmpfs). */
+export function netnsExistsSync(name: string): boolean {
+  return existsSync(netnsPath(name));
+}
+
+const SAFE_NAME = /^[A-Za-z0-9_.-]+$/;
+
+/**
+ * Run several `ip` commands in one process (`ip [-n NETNS] -batch -`, commands on stdin): one
+ * fork/exec instead of one per command. Stops at the first failing command.
+ */
+export async function ipBatch(lines: string[], netns?: string): Promise<void> {
+  if (lines.length === 0) return;
+  for (const l of lines) if (/[\n"'\\#]/.test(l)) throw new Error(`ipBatch: unsafe command "${l}"`);
+  await runWithInput('ip', netns ? ['-n', netns, '-batch', '-'] : ['-batch', '-'], lines.join('\n') + '\n');
 }
 
 export async function deleteNetns(name: string): Promise<void> {
+  if (!netnsExistsSync(name)) return;
   try {
     await run('ip', ['netns', 'del', name]);
   } catch (e) {
@@ -123,6 +154,7 @@ export async function deleteNetns(name: string): Promise<void> {
 }
 
 export async function deleteLink(name: string): Promise<void> {
+  if (!linkExists(name)) return;
   try {
     await run('ip', ['link', 'del', 'dev', name]);
   } catch (e) {
@@ -130,28 +162,107 @@ export async function deleteLink(name: string): Promise<void> {
   }
 }
 
-/**
- * veth pair: host end `hostIf` on `bridge`, peer named eth0 inside `netns` with `ip`, default
- * route via the bridge address, loopback up.
- */
-export async function setupVeth(opts: { netns: string; hostIf: string; bridge: string; ip: string; cidr: Cidr; isolate: boolean }): Promise<void> {
-  const { netns, hostIf, bridge, ip, cidr } = opts;
-  await deleteLink(hostIf); // leftover of a crashed attempt
-  await run('ip', ['link', 'add', 'name', hostIf, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', netns]);
-  await run('ip', ['link', 'set', 'dev', hostIf, 'master', bridge]);
-  if (opts.isolate) await run('ip', ['link', 'set', 'dev', hostIf, 'type', 'bridge_slave', 'isolated', 'on']);
-  await run('ip', ['link', 'set', 'dev', hostIf, 'up']);
-  await run('ip', ['-n', netns, 'addr', 'add', `${ip}/${cidr.prefix}`, 'dev', 'eth0']);
-  await run('ip', ['-n', netns, 'link', 'set', 'dev', 'lo', 'up']);
-  await run('ip', ['-n', netns, 'link', 'set', 'dev', 'eth0', 'up']);
-  await run('ip', ['-n', netns, 'route', 'add', 'default', 'via', intToIp(cidr.gateway)]);
+/** Does the host have a neighbour (ARP) entry for `ip` on `dev`? /proc/net/arp, no process. */
+export function hasNeighbor(ip: string, dev: string): boolean {
+  const t = readTextSync('/proc/net/arp');
+  if (!t) return false;
+  return t.split('\n').some((l) => {
+    const f = l.trim().split(/\s+/);
+    return f[0] === ip && f[5] === dev;
+  });
 }
 
-interface Lease {
+/**
+ * Drop the host's ARP entry for a sandbox address whose interface changed. An IP is reused as soon
+ * as it is released, by a new veth with a new MAC; a still-REACHABLE entry for the old MAC would
+ * black-hole host -> sandbox traffic for up to ~30 s. No process unless there is an entry.
+ */
+export async function forgetNeighbor(ip: string, dev: string): Promise<void> {
+  if (!hasNeighbor(ip, dev)) return;
+  await run('ip', ['neigh', 'del', ip, 'dev', dev]).catch(() => {});
+}
+
+/**
+ * Delete host-side veths and netns, all in one `ip` process (after checking through sysfs and
+ * /run/netns what is actually there, so the usual "nothing left" case runs no process at all).
+ * Idempotent: throws only if something that should be gone is still there.
+ */
+export async function deleteNetworks(items: Array<{ netns: string | null; hostIf: string | null; ip?: string | null; bridge?: string | null }>): Promise<void> {
+  const lines: string[] = [];
+  const check = items.map((it) => ({
+    link: it.hostIf && SAFE_NAME.test(it.hostIf) && linkExists(it.hostIf) ? it.hostIf : null,
+    ns: it.netns && SAFE_NAME.test(it.netns) && netnsExistsSync(it.netns) ? it.netns : null,
+  }));
+  // veth first (its peer goes with it), then the netns; and the host's ARP entry for the address,
+  // which is about to be handed to another veth (see forgetNeighbor).
+  for (const c of check) if (c.link) lines.push(`link del dev ${c.link}`);
+  for (const c of check) if (c.ns) lines.push(`netns del ${c.ns}`);
+  for (const it of items) {
+    if (it.ip && it.bridge && SAFE_NAME.test(it.bridge) && /^[\d.]+$/.test(it.ip) && hasNeighbor(it.ip, it.bridge)) lines.push(`neigh del ${it.ip} dev ${it.bridge}`);
+  }
+  if (lines.length === 0) return;
+  try {
+    await runWithInput('ip', ['-force', '-batch', '-'], lines.join('\n') + '\n');
+  } catch (e) {
+    // Something vanished concurrently, or a real failure: decide by what is still there.
+    const left: string[] = [];
+    for (const c of check) {
+      if (c.link && linkExists(c.link)) left.push(c.link);
+      if (c.ns && netnsExistsSync(c.ns)) left.push(`netns ${c.ns}`);
+    }
+    if (left.length) throw new Error(`cannot delete ${left.join(', ')}: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Host side of a sandbox network, one `ip` process: the netns, and a veth pair whose host end
+ * `hostIf` is on `bridge` (port isolated when `isolate`) and up, and whose peer is `eth0` inside
+ * the netns. Leftovers of a crashed attempt with the same names are replaced.
+ */
+export async function createNetnsAndVeth(opts: { netns: string; hostIf: string; bridge: string; isolate: boolean }): Promise<void> {
+  const { netns, hostIf, bridge } = opts;
+  for (const n of [netns, hostIf, bridge]) if (!SAFE_NAME.test(n)) throw new Error(`invalid interface/netns name "${n}"`);
+  const [nsThere, linkThere] = [netnsExistsSync(netns), linkExists(hostIf)];
+  const lines: string[] = [];
+  if (linkThere) lines.push(`link del dev ${hostIf}`); // leftover of a crashed attempt
+  if (!nsThere) lines.push(`netns add ${netns}`);
+  lines.push(`link add name ${hostIf} type veth peer name eth0 netns ${netns}`, `link set dev ${hostIf} master ${bridge}`);
+  if (opts.isolate) lines.push(`link set dev ${hostIf} type bridge_slave isolated on`);
+  lines.push(`link set dev ${hostIf} up`);
+  await ipBatch(lines);
+}
+
+/** Netns side, one `ip -n` process: eth0 gets `ip`, lo and eth0 up, default route via the bridge. */
+export async function configureNetnsSide(opts: { netns: string; ip: string; cidr: Cidr }): Promise<void> {
+  const { netns, ip, cidr } = opts;
+  await ipBatch([`addr add ${ip}/${cidr.prefix} dev eth0`, 'link set dev lo up', 'link set dev eth0 up', `route add default via ${intToIp(cidr.gateway)}`], netns);
+}
+
+/**
+ * Is a pre-built network still usable? Its netns exists and its veth is still enslaved to `bridge`
+ * (a bridge deleted and recreated behind our back does not re-adopt old ports), which is up.
+ * sysfs only, no process.
+ */
+export function networkUsable(opts: { netns: string; hostIf: string; bridge: string }): boolean {
+  if (!netnsExistsSync(opts.netns)) return false;
+  let master: string;
+  try {
+    master = readlinkSync(`/sys/class/net/${opts.hostIf}/master`);
+  } catch {
+    return false;
+  }
+  const flags = readTextSync(`/sys/class/net/${opts.bridge}/flags`);
+  return path.basename(master) === opts.bridge && flags !== null && (Number(flags.trim()) & IFF_UP) !== 0;
+}
+
+export interface Lease {
+  /** sandbox id, or POOL_LEASE for a pre-built network not handed out yet */
   id: string;
   ip: string;
   at: string;
 }
+
+export const POOL_LEASE = '(pool)';
 
 interface IpamFile {
   cidr: string;
@@ -263,11 +374,25 @@ export class Ipam {
   }
 
   async release(netns: string): Promise<void> {
-    if (!(await exists(this.file))) return;
+    // Lock-free pre-check: nobody else creates a lease for *this* netns name while it is being
+    // released (names are never shared), so "no lease" read without the lock is final.
+    const f = await readJson<IpamFile>(this.file);
+    if (!f || !f.leases || !f.leases[netns]) return;
     await this.locked(async () => {
       const f = await this.load();
       if (!f.leases[netns]) return;
       delete f.leases[netns];
+      await writeJsonAtomic(this.file, f);
+    });
+  }
+
+  /** Re-label an existing lease (a pooled network handed to sandbox `id`); no-op if it is gone. */
+  async relabel(netns: string, id: string): Promise<void> {
+    await this.locked(async () => {
+      const f = await this.load();
+      const l = f.leases[netns];
+      if (!l || l.id === id) return;
+      l.id = id;
       await writeJsonAtomic(this.file, f);
     });
   }

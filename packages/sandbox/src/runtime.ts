@@ -2,24 +2,34 @@
  * The sandbox runtimes.
  *
  * `sandbox` launch chain (one detached process, own session, stdio = the log file, fd 3 = the
- * status file; the pid never changes because every step execs):
+ * status file, fd 4 = the env for bwrap --args; the pid never changes because every step execs):
  *
- *   sh -c 'write $$ into each cgroup.procs; exec "$@"'      (root; joins the cgroups first)
+ *   bash -c 'close inherited fds; write $$ into each cgroup.procs; exec "$@"'  (root)
  *     -> nsenter --net=/run/netns/NS                          (bridge mode only)
  *     -> setpriv --reuid --regid --clear-groups ...           (drops root, all caps)
  *     -> bwrap --unshare-user/pid/ipc/uts/cgroup[/net] ... --json-status-fd 3 -- argv
+ *
+ * Bridged starts normally take a pre-built slot from the pool (pool.ts) instead: its "zygote", a
+ * bash already in the slot's netns and cgroup with no inherited fds, is handed the files and the
+ * command and execs `setpriv … -> bwrap …` — the same chain minus its first steps, which ran
+ * ahead of time (the cgroup join is the expensive one: an RCU grace period in the kernel).
  *
  * bwrap writes {"child-pid": N} once the sandbox is set up and {"exit-code": N} when the command
  * ends, to a file we opened, so the exit status is recorded even when our Node process is gone.
  *
  * `none` launch: sh -c 'trap; "$@" 3>&-; echo {"exit-code": $?} >&3' — same files, no isolation.
+ *
+ * SHELLWEGO_SANDBOX_TRACE=1 prints the phases of every start() (ms) and pool activity to stderr.
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { promises as fsp, constants as fsc } from 'node:fs';
+import { promises as fsp, constants as fsc, closeSync, fstatSync, mkdirSync, openSync, readFileSync, unlinkSync, watch, writeSync } from 'node:fs';
+import type { FSWatcher } from 'node:fs';
 import path from 'node:path';
 import {
+  applyLimits,
   cgroupPids,
+  cgroupPidsSync,
   cgroupRef,
   cgroupStats,
   createCgroup,
@@ -34,9 +44,12 @@ import {
 import type { CgroupLayout, CgroupRef } from './cgroups.ts';
 import { detect, systemBindArgs } from './detect.ts';
 import type { Tools } from './detect.ts';
-import { Ipam, createNetns, deleteLink, deleteNetns, ensureBridge, netnsPath, parseCidr, setupVeth, validateBridgeName, vethName } from './net.ts';
+import { Ipam, configureNetnsSide, createNetnsAndVeth, deleteNetworks, ensureBridge, forgetNeighbor, netnsPath, parseCidr, validateBridgeName, vethName } from './net.ts';
+import { JOIN_CGROUPS_SNIPPET, NetPool, POOL_TAG, closeFdsSnippet, discardZygote } from './pool.ts';
+import type { NetSlot } from './pool.ts';
 import type {
   IsolationMode,
+  ManagedSandboxRuntime,
   Mount,
   RuntimeOptions,
   SandboxExit,
@@ -48,17 +61,22 @@ import type {
 import {
   DEFAULT_SANDBOX_PATH,
   HELPER_ENV,
+  existsSync,
   listPids,
   pidAlive,
+  pidAliveSync,
   procStat,
+  procStatSync,
   readJson,
   readStatusFile,
+  readTextSync,
   signalFromStatus,
   sleep,
   tailFrom,
   trySignal,
   which,
   writeJsonAtomic,
+  writeJsonAtomicSync,
 } from './util.ts';
 
 export const DEFAULT_BRIDGE = { name: 'swg0', cidr: '10.89.0.0/16' };
@@ -156,6 +174,47 @@ async function writeMeta(stateDir: string, meta: SandboxMeta): Promise<void> {
   await writeJsonAtomic(path.join(stateDir, META), meta);
 }
 
+/*
+ * start() handles its few small state files synchronously: they are tiny, in the page cache, and
+ * a sync call costs microseconds where an async one costs several round trips through libuv's
+ * thread pool (each 0.1-0.5 ms on a busy host) on the critical path. stateDir and the log belong
+ * on a local filesystem.
+ */
+function readMetaSync(stateDir: string): SandboxMeta | null {
+  try {
+    const m = JSON.parse(readFileSync(path.join(stateDir, META), 'utf8')) as SandboxMeta;
+    return m && m.v === 1 && typeof m.id === 'string' ? m : null;
+  } catch {
+    return null;
+  }
+}
+
+/** An fd we opened synchronously, with the FileHandle-like close() the start path uses. */
+interface Fd {
+  fd: number;
+  close(): Promise<void>;
+}
+
+function fdOf(fd: number): Fd {
+  let open = true;
+  return {
+    fd,
+    async close() {
+      if (!open) return;
+      open = false;
+      try {
+        closeSync(fd);
+      } catch {}
+    },
+  };
+}
+
+/** Promise.all that lets every promise finish before rejecting with the first error. */
+async function settleAll(ps: Array<Promise<unknown>>): Promise<void> {
+  const r = await Promise.allSettled(ps);
+  for (const x of r) if (x.status === 'rejected') throw x.reason;
+}
+
 function buildExit(code: number | null, oom: boolean): SandboxExit {
   return { exitCode: code, signal: signalFromStatus(code), oomKilled: oom };
 }
@@ -183,24 +242,109 @@ export async function readFinalExit(stateDir: string): Promise<SandboxExit | nul
   return exit;
 }
 
-/**
- * Shell snippet closing every inherited fd above `keep`. Node passes its own non-CLOEXEC fds
- * (e.g. ones its parent leaked to it) to children, and bwrap does not close them: without this a
- * sandbox could inherit host pipes or files. Multi-digit fds need bash; POSIX sh only closes 0-9.
- */
-export function closeFdsSnippet(keep: number): string {
-  return (
-    `if [ -n "$BASH_VERSION" ]; then for f in /proc/$$/fd/*; do n=\${f##*/}; if [ "$n" -gt ${keep} ] 2>/dev/null; then { eval "exec $n>&-"; } 2>/dev/null; fi; done; ` +
-    `else for n in 5 6 7 8 9; do if [ "$n" -gt ${keep} ]; then { eval "exec $n>&-"; } 2>/dev/null; fi; done; fi; `
-  );
+export { closeFdsSnippet } from './pool.ts';
+
+/** Trace of start() phases (SHELLWEGO_SANDBOX_TRACE=1): per-phase ms on stderr. */
+class Tracer {
+  private readonly t0 = performance.now();
+  private last = this.t0;
+  private readonly parts: string[] = [];
+
+  constructor(
+    readonly on: boolean,
+    private readonly label: string,
+  ) {}
+
+  mark(name: string): void {
+    if (!this.on) return;
+    const t = performance.now();
+    this.parts.push(`${name}=${(t - this.last).toFixed(1)}`);
+    this.last = t;
+  }
+
+  note(text: string): void {
+    if (this.on) this.parts.push(text);
+  }
+
+  done(): void {
+    if (this.on) process.stderr.write(`[sandbox] ${this.label}: ${this.parts.join(' ')} total=${(performance.now() - this.t0).toFixed(1)}ms\n`);
+  }
 }
 
-/** Does `pid` have a child process? */
-async function hasChild(pid: number): Promise<boolean> {
-  const t = await fsp.readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => null);
+export function traceEnabled(): boolean {
+  return process.env.SHELLWEGO_SANDBOX_TRACE === '1';
+}
+
+function traceLine(msg: string): void {
+  if (traceEnabled()) process.stderr.write(`[sandbox] ${msg}\n`);
+}
+
+/**
+ * Re-run `check` until it returns non-null: on every change of `watchFile` (inotify), on `child`'s
+ * exit, and every `pollMs` as a fallback (fs.watch is best effort). null on timeout.
+ */
+async function waitFor<T>(check: () => Promise<T | null>, opts: { watchFile?: string; child?: ChildProcess; pollMs: number; timeoutMs: number }): Promise<T | null> {
+  const first = await check();
+  if (first !== null) return first;
+  return new Promise<T | null>((resolve, reject) => {
+    let done = false;
+    let running = false;
+    let again = false;
+    let watcher: FSWatcher | null = null;
+    const finish = (v: T | null, err?: unknown) => {
+      if (done) return;
+      done = true;
+      clearInterval(poll);
+      clearTimeout(timeout);
+      watcher?.close();
+      opts.child?.off('exit', kick);
+      if (err) reject(err);
+      else resolve(v);
+    };
+    const kick = () => {
+      if (done) return;
+      if (running) {
+        again = true;
+        return;
+      }
+      running = true;
+      check().then(
+        (v) => {
+          running = false;
+          if (v !== null) finish(v);
+          else if (again) {
+            again = false;
+            kick();
+          }
+        },
+        (e) => finish(null, e),
+      );
+    };
+    const poll = setInterval(kick, opts.pollMs);
+    const timeout = setTimeout(() => finish(null), opts.timeoutMs);
+    opts.child?.on('exit', kick);
+    if (opts.watchFile) {
+      try {
+        watcher = watch(opts.watchFile, { persistent: false }, kick);
+        watcher.on('error', () => {});
+      } catch {
+        watcher = null; // e.g. out of inotify watches: the poll still runs
+      }
+    }
+    kick(); // a change between the first check and the watch
+  });
+}
+
+/**
+ * Has the sandbox's PID 1 (`childPid`) forked the command? From /proc/<pid>/task/<pid>/children
+ * when the kernel provides it, else from the cgroup (a third process besides the outer bwrap and
+ * PID 1 is the command). No /proc scan.
+ */
+function hasChild(childPid: number, cgroup: CgroupRef | null, monitorPid: number): boolean {
+  const t = readTextSync(`/proc/${childPid}/task/${childPid}/children`);
   if (t !== null) return t.trim() !== '';
-  for (const p of await listPids()) if ((await procStat(p))?.ppid === pid) return true;
-  return false;
+  if (!cgroup) return true; // cannot tell: do not wait
+  return cgroupPidsSync(cgroup).some((p) => p !== childPid && p !== monitorPid);
 }
 
 /**
@@ -209,14 +353,16 @@ async function hasChild(pid: number): Promise<boolean> {
  * already ended, so that an immediate kill() reaches the command (a pid-namespace init ignores
  * signals it has no handler for).
  */
-async function commandStarted(childPid: number, statusFile: string): Promise<void> {
-  const deadline = Date.now() + 5000;
-  while (Date.now() < deadline) {
-    if (await hasChild(childPid)) return;
-    if (!(await pidAlive(childPid))) return;
-    if ((await readStatusFile(statusFile)).exitCode !== null) return;
-    await sleep(5);
-  }
+async function commandStarted(childPid: number, statusFile: string, cgroup: CgroupRef | null, monitorPid: number): Promise<void> {
+  await waitFor(
+    async () => {
+      if (hasChild(childPid, cgroup, monitorPid)) return true;
+      if (!pidAliveSync(childPid)) return true;
+      if ((await readStatusFile(statusFile)).exitCode !== null) return true;
+      return null;
+    },
+    { pollMs: 2, timeoutMs: 5000 },
+  );
 }
 
 /** Processes of a `none`-mode sandbox: everything in the wrapper's session. */
@@ -305,37 +451,64 @@ class Handle implements SandboxHandle {
   }
 }
 
-/** Spawn detached (own session) with stdio = log file (O_APPEND), fd 3 = status file; resolves once spawned. */
+interface LaunchFiles {
+  log: { fd: number };
+  status: { fd: number };
+  logOffset: number;
+  close(): Promise<void>;
+}
+
+const LOG_FLAGS = fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT;
+
+/** Open the log (O_APPEND; its dir is created if missing) and the status file (truncated). Sync: see readMetaSync. */
+function openLaunchFiles(spec: SandboxSpec): LaunchFiles {
+  let log: number;
+  try {
+    log = openSync(spec.logFile, LOG_FLAGS, 0o640);
+  } catch (e: any) {
+    if (e.code !== 'ENOENT') throw e;
+    mkdirSync(path.dirname(spec.logFile), { recursive: true });
+    log = openSync(spec.logFile, LOG_FLAGS, 0o640);
+  }
+  let status: number;
+  try {
+    status = openSync(path.join(spec.stateDir, STATUS), fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC, 0o600);
+  } catch (e) {
+    closeSync(log);
+    throw e;
+  }
+  const fds = [fdOf(log), fdOf(status)];
+  return {
+    log: fds[0],
+    status: fds[1],
+    logOffset: fstatSync(log).size,
+    async close() {
+      await Promise.all(fds.map((f) => f.close()));
+    },
+  };
+}
+
+/** Spawn detached (own session) with stdio = log file, fd 3 = status file; resolves once spawned. */
 async function spawnDetached(
   cmd: string,
   args: string[],
-  opts: { env: NodeJS.ProcessEnv; cwd: string; spec: SandboxSpec; uid?: number; gid?: number; extraFds?: number[] },
-): Promise<{ child: ChildProcess; pid: number; logOffset: number }> {
-  const { spec } = opts;
-  await fsp.mkdir(path.dirname(spec.logFile), { recursive: true });
-  const logFh = await fsp.open(spec.logFile, fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT, 0o640);
-  let statusFh: fsp.FileHandle | null = null;
-  try {
-    statusFh = await fsp.open(path.join(spec.stateDir, STATUS), fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC, 0o600);
-    const logOffset = (await logFh.stat()).size;
-    const child = spawn(cmd, args, {
-      detached: true,
-      stdio: ['ignore', logFh.fd, logFh.fd, statusFh.fd, ...(opts.extraFds ?? [])],
-      env: opts.env,
-      cwd: opts.cwd,
-      uid: opts.uid,
-      gid: opts.gid,
-    });
-    const pid = await new Promise<number>((resolve, reject) => {
-      child.once('spawn', () => resolve(child.pid!));
-      child.once('error', reject);
-    });
-    child.unref();
-    return { child, pid, logOffset };
-  } finally {
-    await logFh.close().catch(() => {});
-    await statusFh?.close().catch(() => {});
-  }
+  files: LaunchFiles,
+  opts: { env: NodeJS.ProcessEnv; cwd: string; uid?: number; gid?: number; extraFds?: number[] },
+): Promise<{ child: ChildProcess; pid: number }> {
+  const child = spawn(cmd, args, {
+    detached: true,
+    stdio: ['ignore', files.log.fd, files.log.fd, files.status.fd, ...(opts.extraFds ?? [])],
+    env: opts.env,
+    cwd: opts.cwd,
+    uid: opts.uid,
+    gid: opts.gid,
+  });
+  const pid = await new Promise<number>((resolve, reject) => {
+    child.once('spawn', () => resolve(child.pid!));
+    child.once('error', reject);
+  });
+  child.unref();
+  return { child, pid };
 }
 
 abstract class BaseRuntime implements SandboxRuntime {
@@ -351,7 +524,16 @@ abstract class BaseRuntime implements SandboxRuntime {
     return new Handle(meta, stateDir);
   }
 
-  abstract cleanup(id: string, stateDir: string): Promise<void>;
+  async cleanup(id: string, stateDir: string): Promise<void> {
+    validateId(id);
+    const meta = await readMeta(stateDir);
+    await this.cleanupWith(id, stateDir, meta && meta.id === id ? meta : null);
+  }
+
+  /** cleanup() given the sandbox's meta (null: none was written; derive names from the id). */
+  protected abstract cleanupWith(id: string, stateDir: string, own: SandboxMeta | null): Promise<void>;
+
+  async close(): Promise<void> {}
 
   /** Refuse to start over a live sandbox; otherwise clear whatever a previous run left. */
   protected async prepareStateDir(spec: SandboxSpec): Promise<void> {
@@ -360,14 +542,20 @@ abstract class BaseRuntime implements SandboxRuntime {
     if (old && old.pid !== null && (await pidAlive(old.pid, old.pidStartTime))) {
       throw new Error(`sandbox ${spec.id} is already running (pid ${old.pid}); kill and clean it up first`);
     }
-    if (old && old.id !== spec.id) await this.cleanup(old.id, spec.stateDir);
-    await this.cleanup(spec.id, spec.stateDir);
-    for (const f of [META, STATUS, EXIT]) await fsp.rm(path.join(spec.stateDir, f), { force: true });
+    if (old && old.id !== spec.id) await this.cleanupWith(old.id, spec.stateDir, old);
+    const own = old && old.id === spec.id ? old : null;
+    const removeFiles = () => Promise.all([META, STATUS, EXIT].map((f) => fsp.rm(path.join(spec.stateDir, f), { force: true })));
+    if (own) {
+      await this.cleanupWith(spec.id, spec.stateDir, own); // reads the status/exit files: first
+      await removeFiles();
+    } else {
+      await settleAll([this.cleanupWith(spec.id, spec.stateDir, null), removeFiles()]);
+    }
   }
 
   /** Stop the monitor gracefully: kill its payload, give it time to record the exit, then kill it. */
   protected async stopMonitor(meta: SandboxMeta, stateDir: string, killPayload: () => Promise<void>): Promise<void> {
-    if (meta.pid === null || !(await pidAlive(meta.pid, meta.pidStartTime))) return;
+    if (meta.pid === null || !pidAliveSync(meta.pid, meta.pidStartTime)) return;
     await killPayload();
     const deadline = Date.now() + 3000;
     while (Date.now() < deadline && (await pidAlive(meta.pid, meta.pidStartTime))) {
@@ -383,6 +571,8 @@ abstract class BaseRuntime implements SandboxRuntime {
 class BwrapRuntime extends BaseRuntime {
   readonly isolation = 'sandbox' as const;
   private bridgeReady: Promise<void> | null = null;
+  readonly pool: NetPool | null;
+  private closed = false;
 
   constructor(
     private readonly tools: Tools,
@@ -390,12 +580,28 @@ class BwrapRuntime extends BaseRuntime {
     private readonly cgroupRoot: string,
     private readonly bridge: { name: string; cidr: string; isolatePorts: boolean },
     private readonly stateRoot: string,
+    private readonly binds: string[],
+    poolSize: number,
   ) {
     super();
+    this.pool =
+      poolSize > 0
+        ? new NetPool({
+            size: poolSize,
+            prefix: this.poolPrefix(),
+            bridge,
+            stateRoot,
+            ensureBridge: () => this.ensureBridge(),
+            // zygotes need bash (mapfile -d) besides nsenter
+            zygote: tools.bash ? { layout, cgroupRoot, nsenter: tools.nsenter, bash: tools.bash } : null,
+            trace: traceLine,
+          })
+        : null;
   }
 
-  /** Idempotent and cheap (a few `ip` calls): run before every bridged start, so a bridge deleted
-   * behind our back is recreated. Concurrent callers share one run. */
+  /** Idempotent and cheap (sysfs + one `ip`): run before every bridged start that builds its own
+   * network, and by every pool refill, so a bridge deleted behind our back is recreated.
+   * Concurrent callers share one run. */
   ensureBridge(): Promise<void> {
     if (!this.bridgeReady) {
       this.bridgeReady = ensureBridge(this.bridge.name, this.bridge.cidr)
@@ -409,19 +615,62 @@ class BwrapRuntime extends BaseRuntime {
     return this.bridgeReady;
   }
 
+  private nsBase(): string {
+    return this.cgroupRoot.replace(/\//g, '-');
+  }
+
   private netnsName(id: string): string {
-    return `${this.cgroupRoot.replace(/\//g, '-')}-${id}`;
+    return `${this.nsBase()}-${id}`;
+  }
+
+  poolPrefix(): string {
+    return `${this.nsBase()}-${POOL_TAG}`;
   }
 
   private ipam(bridge: { name: string; cidr: string; stateRoot: string }): Ipam {
     return new Ipam(bridge.stateRoot, bridge.name, bridge.cidr);
   }
 
+  /** Delete pool slots leaked by crashed runtimes (see pool.ts). */
+  async reclaimPool(): Promise<string[]> {
+    return NetPool.reclaim({ ownRoot: this.cgroupRoot, ipam: this.ipam({ ...this.bridge, stateRoot: this.stateRoot }), bridge: this.bridge.name, layout: this.layout });
+  }
+
   async start(spec: SandboxSpec): Promise<SandboxHandle> {
-    await validateSpec(spec, 'sandbox');
-    await this.prepareStateDir(spec);
-    const bridged = spec.network.mode === 'bridge';
-    const netns = bridged ? this.netnsName(spec.id) : null;
+    const tr = new Tracer(traceEnabled(), `start ${spec?.id}`);
+    const bridged = spec?.network?.mode === 'bridge';
+    // Read-only steps concurrently: validation, taking a pool slot (handed back if the start is
+    // refused). Nothing is created before the spec is valid.
+    const [valid, taken] = await Promise.allSettled([
+      validateSpec(spec, 'sandbox'),
+      bridged && this.pool && !this.closed ? this.pool.take() : Promise.resolve(null),
+    ]);
+    const slot: NetSlot | null = taken.status === 'fulfilled' ? taken.value : null;
+    const zygote = slot?.zygote ?? null;
+    tr.mark('validate+slot');
+    if (bridged) tr.note(zygote ? '(pooled+zygote)' : slot ? '(pooled)' : '(built)');
+    let idCleanup: Promise<void> | null = null;
+    try {
+      if (valid.status === 'rejected') throw valid.reason;
+      if (taken.status === 'rejected') throw taken.reason;
+      // Refuse to start over a live sandbox; otherwise clear whatever a previous run left.
+      const old = readMetaSync(spec.stateDir);
+      if (old && old.pid !== null && pidAliveSync(old.pid, old.pidStartTime)) {
+        throw new Error(`sandbox ${spec.id} is already running (pid ${old.pid}); kill and clean it up first`);
+      }
+      if (!old && !existsSync(spec.stateDir)) mkdirSync(spec.stateDir, { recursive: true, mode: 0o700 });
+      if (old && old.id !== spec.id) await this.cleanupWith(old.id, spec.stateDir, old);
+      if (old && old.id === spec.id) await this.cleanupWith(spec.id, spec.stateDir, old);
+      else if (!zygote) await this.cleanupWith(spec.id, spec.stateDir, null);
+      // With a zygote this start creates nothing id-derived: id-derived leftovers (of a run that
+      // crashed before writing its meta) are cleared concurrently with the rest.
+      else idCleanup = this.cleanupWith(spec.id, spec.stateDir, null);
+    } catch (e) {
+      if (slot) this.pool!.giveBack(slot);
+      throw e;
+    }
+    tr.mark('prepare');
+    const netns = slot ? slot.netns : bridged ? this.netnsName(spec.id) : null;
     const meta: SandboxMeta = {
       v: 1,
       id: spec.id,
@@ -430,78 +679,115 @@ class BwrapRuntime extends BaseRuntime {
       pid: null,
       pidStartTime: null,
       startedAt: null,
-      ip: spec.network.mode === 'host' ? '127.0.0.1' : null,
+      ip: spec.network.mode === 'host' ? '127.0.0.1' : slot ? slot.ip : null,
       network: spec.network.mode,
       netns,
-      hostIf: netns ? vethName(netns) : null,
+      hostIf: slot ? slot.hostIf : netns ? vethName(netns) : null,
       bridge: bridged ? { name: this.bridge.name, cidr: this.bridge.cidr, stateRoot: this.stateRoot } : null,
-      cgroup: cgroupRef(this.layout, this.cgroupRoot, spec.id),
+      cgroup: zygote && slot!.cgroup ? slot!.cgroup : cgroupRef(this.layout, this.cgroupRoot, spec.id),
       logFile: spec.logFile,
     };
-    // Record the plan before creating anything, so cleanup() can undo a start that crashed midway.
-    await writeMeta(spec.stateDir, meta);
+    const held: Array<{ close(): Promise<void> }> = [];
+    const closeHeld = () => Promise.all(held.splice(0).map((h) => h.close()));
+    let late: Promise<void> | null = null;
     try {
-      await createCgroup(this.layout, this.cgroupRoot, meta.cgroup!, spec.limits);
-      if (bridged) {
+      // The removal of a stale exit.json and of id-derived leftovers only has to be done before
+      // start() returns: in the background meanwhile.
+      late = settleAll([fsp.rm(path.join(spec.stateDir, EXIT), { force: true }), ...(idCleanup ? [idCleanup] : [])]);
+      late.catch(() => {}); // awaited below
+      // The plan goes to meta.json before anything runs, so cleanup() can undo a start that
+      // crashes midway (an id-derived cgroup is also found without it; a pool slot taken but not
+      // recorded yet is reclaimed as leaked by the next runtime).
+      writeJsonAtomicSync(path.join(spec.stateDir, META), meta);
+      if (zygote) await applyLimits(meta.cgroup!, spec.limits);
+      else await createCgroup(this.layout, this.cgroupRoot, meta.cgroup!, spec.limits);
+      const files = openLaunchFiles(spec);
+      held.push(files);
+      const argsFh = envArgsFd(spec, !zygote);
+      held.push(argsFh);
+      const listFh = zygote ? unlinkedFile(spec.stateDir, '.launch', [...this.dropPrivArgs(spec, null), ...this.bwrapArgs(spec)].map((a) => a + '\0').join(''), false) : null;
+      if (listFh) held.push(listFh);
+      tr.mark('meta+cgroup+files');
+      if (bridged && !slot) {
         await this.ensureBridge();
-        await createNetns(netns!);
+        await createNetnsAndVeth({ netns: netns!, hostIf: meta.hostIf!, bridge: this.bridge.name, isolate: this.bridge.isolatePorts });
         meta.ip = await this.ipam(meta.bridge!).allocate(netns!, spec.id);
-        await writeMeta(spec.stateDir, meta);
-        await setupVeth({ netns: netns!, hostIf: meta.hostIf!, bridge: this.bridge.name, ip: meta.ip, cidr: parseCidr(this.bridge.cidr), isolate: this.bridge.isolatePorts });
+        await Promise.all([configureNetnsSide({ netns: netns!, ip: meta.ip, cidr: parseCidr(this.bridge.cidr) }), forgetNeighbor(meta.ip, this.bridge.name)]);
+        tr.mark('network');
       }
-      const args = await this.launchArgs(spec, meta);
-      // The environment goes to bwrap through fd 4 (--args), not argv: argv of host processes is
-      // visible to every host user in `ps`, and app env holds secrets. The file is unlinked at once.
-      const envArgs = Object.entries(sandboxEnv(spec.env ?? {})).flatMap(([k, v]) => ['--setenv', k, v]);
-      const argsFile = path.join(spec.stateDir, `.env-args-${process.pid}-${Date.now()}`);
-      await fsp.writeFile(argsFile, envArgs.map((a) => a + '\0').join(''), { mode: 0o600 });
-      const argsFh = await fsp.open(argsFile, 'r');
-      await fsp.rm(argsFile, { force: true });
+      let child: ChildProcess;
+      let pid: number;
       meta.startedAt = new Date().toISOString();
-      let spawned;
-      try {
-        spawned = await spawnDetached(this.tools.bash ?? this.tools.sh, args, { env: HELPER_ENV, cwd: '/', spec, extraFds: [argsFh.fd] });
-      } finally {
-        await argsFh.close().catch(() => {});
+      if (zygote) {
+        // Go: the zygote opens log, status, env and launch list through /proc/<our pid>/fd/N, so
+        // they stay open here until bwrap reported in or the zygote died (below).
+        child = zygote.child;
+        pid = zygote.pid;
+        meta.pidStartTime = zygote.startTime;
+        child.stdin!.end(`${process.pid} ${listFh!.fd} ${files.log.fd} ${files.status.fd} ${argsFh.fd}\n`);
+      } else {
+        // The environment goes to bwrap through fd 4 (--args), not argv: argv of host processes is
+        // visible to every host user in `ps`, and app env holds secrets.
+        ({ child, pid } = await spawnDetached(this.tools.bash ?? this.tools.sh, this.launchArgs(spec, meta), files, { env: HELPER_ENV, cwd: '/', extraFds: [argsFh.fd] }));
+        await closeHeld(); // the child has its own copies
+        meta.pidStartTime = procStatSync(pid)?.startTime ?? null;
       }
-      const { child, pid, logOffset } = spawned;
+      tr.mark(zygote ? 'go' : 'spawn');
       meta.pid = pid;
-      meta.pidStartTime = (await procStat(pid))?.startTime ?? null;
       meta.state = 'running';
-      await writeMeta(spec.stateDir, meta);
-      // Wait until bwrap reports the sandbox is set up (child-pid) or the launch chain died.
-      const deadline = Date.now() + 15_000;
-      for (;;) {
-        const st = await readStatusFile(path.join(spec.stateDir, STATUS));
-        if (st.childPid !== null) {
-          await commandStarted(st.childPid, path.join(spec.stateDir, STATUS));
-          break;
-        }
-        if (!(await pidAlive(pid, meta.pidStartTime))) {
-          const again = await readStatusFile(path.join(spec.stateDir, STATUS));
-          if (again.childPid !== null) break;
-          const out = await tailFrom(spec.logFile, logOffset);
-          throw new Error(`sandbox ${spec.id} failed to start: ${out || 'launcher exited without output'}`);
-        }
-        if (Date.now() > deadline) throw new Error(`sandbox ${spec.id} failed to start: no status from bwrap within 15s`);
-        await sleep(10);
+      const statusFile = path.join(spec.stateDir, STATUS);
+      // Record the pid while bwrap sets the sandbox up; meanwhile wait until bwrap reports it is
+      // set up (child-pid) or the launch chain died.
+      const [, st] = await Promise.all([
+        writeMeta(spec.stateDir, meta).then(() => late),
+        waitFor(
+          async () => {
+            const s = await readStatusFile(statusFile);
+            if (s.childPid !== null) return s;
+            if (!pidAliveSync(pid, meta.pidStartTime)) return readStatusFile(statusFile); // written just before it exited?
+            return null;
+          },
+          { watchFile: statusFile, child, pollMs: 10, timeoutMs: 15_000 },
+        ),
+      ]);
+      await closeHeld();
+      tr.mark('bwrap-ready');
+      if (st === null) throw new Error(`sandbox ${spec.id} failed to start: no status from bwrap within 15s`);
+      if (st.childPid === null) {
+        const out = await tailFrom(spec.logFile, files.logOffset);
+        throw new Error(`sandbox ${spec.id} failed to start: ${out || 'launcher exited without output'}`);
       }
+      await commandStarted(st.childPid, statusFile, meta.cgroup, pid);
+      tr.mark('command-forked');
+      tr.done();
+      if (slot) void this.ipam(meta.bridge!).relabel(slot.netns, spec.id).catch(() => {});
       return new Handle(meta, spec.stateDir, child);
     } catch (e) {
-      await this.cleanup(spec.id, spec.stateDir).catch(() => {});
+      await closeHeld();
+      if (meta.pid === null) discardZygote(zygote); // never launched: it must not run anything
+      await idCleanup?.catch(() => {});
+      await late?.catch(() => {});
+      await this.cleanupWith(spec.id, spec.stateDir, meta).catch(() => {});
       // Nothing ran: do not leave an exit record for a process that never existed.
       await fsp.rm(path.join(spec.stateDir, EXIT), { force: true });
       throw e;
     }
   }
 
-  private async launchArgs(spec: SandboxSpec, meta: SandboxMeta): Promise<string[]> {
+  /** bash launcher (closes inherited fds, joins the cgroups, execs) + dropPrivArgs + bwrapArgs. */
+  private launchArgs(spec: SandboxSpec, meta: SandboxMeta): string[] {
     const files = procsFiles(meta.cgroup!);
-    const launcher =
-      closeFdsSnippet(4) +
-      'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || { echo "swg-launch: cannot join cgroup $1" >&2; exit 125; }; shift; n=$((n-1)); done; exec "$@"';
-    const pre: string[] = ['-c', launcher, 'swg-launch', String(files.length), ...files];
-    if (meta.netns) pre.push(this.tools.nsenter, `--net=${netnsPath(meta.netns)}`, '--');
+    const launcher = closeFdsSnippet(4) + JOIN_CGROUPS_SNIPPET + 'exec "$@"';
+    return ['-c', launcher, 'swg-launch', String(files.length), ...files, ...this.dropPrivArgs(spec, meta.netns), ...this.bwrapArgs(spec)];
+  }
+
+  /**
+   * Join the netns (if `netns`; a zygote is already in its own) and drop to spec.uid:gid with no
+   * supplementary groups, no capabilities (bounding set included) and no_new_privs.
+   */
+  private dropPrivArgs(spec: SandboxSpec, netns: string | null): string[] {
+    const pre: string[] = [];
+    if (netns) pre.push(this.tools.nsenter, `--net=${netnsPath(netns)}`, '--');
     pre.push(
       this.tools.setpriv,
       `--reuid=${spec.uid}`,
@@ -512,44 +798,55 @@ class BwrapRuntime extends BaseRuntime {
       '--no-new-privs',
       '--',
     );
+    return pre;
+  }
+
+  private bwrapArgs(spec: SandboxSpec): string[] {
     const b: string[] = [this.tools.bwrap, '--unshare-user', '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try'];
     if (spec.network.mode === 'none') b.push('--unshare-net');
     b.push('--hostname', spec.id);
-    b.push(...(await systemBindArgs()));
+    b.push(...this.binds);
     b.push('--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp');
     for (const m of spec.mounts as Mount[]) b.push(m.readonly ? '--ro-bind' : '--bind', m.source, m.target);
     b.push('--remount-ro', '/');
     // --clearenv must precede --args: bwrap applies both in order.
     b.push('--chdir', spec.cwd, '--clearenv', '--args', '4');
     b.push('--new-session', '--cap-drop', 'ALL', '--json-status-fd', '3', '--', ...spec.argv);
-    return [...pre, ...b];
+    return b;
   }
 
-  async cleanup(id: string, stateDir: string): Promise<void> {
-    validateId(id);
-    const meta = await readMeta(stateDir);
-    const own = meta && meta.id === id ? meta : null;
+  protected async cleanupWith(id: string, stateDir: string, own: SandboxMeta | null): Promise<void> {
     const cg = own?.cgroup ?? cgroupRef(this.layout, this.cgroupRoot, id);
     const netns = own ? own.netns : this.netnsName(id);
     const hostIf = own ? own.hostIf : vethName(this.netnsName(id));
     const bridge = own ? own.bridge : { name: this.bridge.name, cidr: this.bridge.cidr, stateRoot: this.stateRoot };
-    if (own) {
+    if (own && own.state !== 'cleaned') {
       await this.stopMonitor(own, stateDir, async () => {
         await signalCgroup(cg, 'SIGKILL', [own.pid!]);
       });
       await readFinalExit(stateDir); // persist exit (with the OOM counter) before the cgroup goes
     }
-    await killCgroup(cg); // leftovers: daemons that outlived the main command
-    await removeCgroup(cg);
-    if (hostIf) await deleteLink(hostIf);
-    if (netns) {
-      await deleteNetns(netns);
-      if (bridge) await this.ipam(bridge).release(netns);
-    }
+    // cgroup and network are independent: concurrently
+    await settleAll([
+      (async () => {
+        await killCgroup(cg); // leftovers: daemons that outlived the main command
+        await removeCgroup(cg);
+      })(),
+      (async () => {
+        if (hostIf || netns) await deleteNetworks([{ netns, hostIf, ip: bridge ? (own?.ip ?? null) : null, bridge: bridge?.name ?? null }]);
+        if (netns && bridge) await this.ipam(bridge).release(netns);
+      })(),
+    ]);
     if (own && own.state !== 'cleaned') {
       own.state = 'cleaned';
       await writeMeta(stateDir, own);
     }
+  }
+
+  /** Release the pooled networks not handed out; sandboxes keep running. Idempotent. */
+  override async close(): Promise<void> {
+    this.closed = true;
+    await this.pool?.close();
   }
 
   /** pids currently in a sandbox's cgroup (diagnostics/tests). */
@@ -557,6 +854,41 @@ class BwrapRuntime extends BaseRuntime {
     const meta = await readMeta(stateDir);
     return meta?.cgroup ? cgroupPids(meta.cgroup) : [];
   }
+}
+
+/**
+ * A file holding `content`, already unlinked (nothing stays on disk, nothing to clean up). Its fd's
+ * offset is at the end: readers must open it anew, through /proc/<pid>/fd/N (the zygote does;
+ * `fresh` does it here, for handing the fd itself to a child). Sync: see readMetaSync.
+ */
+function unlinkedFile(dir: string, prefix: string, content: string, fresh: boolean): Fd {
+  const file = path.join(dir, `${prefix}-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`);
+  const fd = openSync(file, 'wx', 0o600);
+  try {
+    unlinkSync(file);
+    writeSync(fd, content);
+    if (!fresh) return fdOf(fd);
+    const r = openSync(`/proc/self/fd/${fd}`, 'r');
+    closeSync(fd);
+    return fdOf(r);
+  } catch (e) {
+    try {
+      closeSync(fd);
+    } catch {}
+    try {
+      unlinkSync(file);
+    } catch {}
+    throw e;
+  }
+}
+
+/**
+ * The sandbox environment as bwrap `--args` (NUL-separated `--setenv K V`), in a file unlinked as
+ * soon as it is open: never visible in `ps`, nothing left on disk.
+ */
+function envArgsFd(spec: SandboxSpec, fresh: boolean): Fd {
+  const envArgs = Object.entries(sandboxEnv(spec.env ?? {})).flatMap(([k, v]) => ['--setenv', k, v]);
+  return unlinkedFile(spec.stateDir, '.env-args', envArgs.map((a) => a + '\0').join(''), fresh);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -601,13 +933,19 @@ class PlainRuntime extends BaseRuntime {
     const switchIds = asRoot && spec.uid > 0;
     try {
       meta.startedAt = new Date().toISOString();
-      const { child, pid } = await spawnDetached(this.shell, ['-c', wrapper, 'swg-run', ...spec.argv], {
-        env: sandboxEnv(spec.env ?? {}),
-        cwd,
-        spec,
-        uid: switchIds ? spec.uid : undefined,
-        gid: switchIds ? spec.gid : undefined,
-      });
+      const files = await openLaunchFiles(spec);
+      let spawned;
+      try {
+        spawned = await spawnDetached(this.shell, ['-c', wrapper, 'swg-run', ...spec.argv], files, {
+          env: sandboxEnv(spec.env ?? {}),
+          cwd,
+          uid: switchIds ? spec.uid : undefined,
+          gid: switchIds ? spec.gid : undefined,
+        });
+      } finally {
+        await files.close();
+      }
+      const { child, pid } = spawned;
       meta.pid = pid;
       meta.pidStartTime = (await procStat(pid))?.startTime ?? null;
       meta.state = 'running';
@@ -619,10 +957,8 @@ class PlainRuntime extends BaseRuntime {
     }
   }
 
-  async cleanup(id: string, stateDir: string): Promise<void> {
-    validateId(id);
-    const meta = await readMeta(stateDir);
-    if (!meta || meta.id !== id || meta.pid === null) return;
+  protected async cleanupWith(_id: string, stateDir: string, meta: SandboxMeta | null): Promise<void> {
+    if (!meta || meta.pid === null) return;
     const sid = meta.pid;
     await this.stopMonitor(meta, stateDir, async () => {
       for (const pid of await sessionPids(sid)) if (pid !== sid) trySignal(pid, 'SIGKILL');
@@ -641,7 +977,9 @@ class PlainRuntime extends BaseRuntime {
 
 // ---------------------------------------------------------------------------------------------
 
-export async function createRuntime(opts: RuntimeOptions): Promise<SandboxRuntime> {
+export const DEFAULT_NET_POOL_SIZE = 2;
+
+export async function createRuntime(opts: RuntimeOptions): Promise<ManagedSandboxRuntime> {
   if (opts.isolation === 'none') return new PlainRuntime((await which('bash')) ?? '/bin/sh');
   if (opts.isolation !== 'sandbox') throw new Error(`unknown isolation mode "${String(opts.isolation)}" (use "sandbox" or "none")`);
   const cgroupRoot = validateCgroupRoot(opts.cgroupRoot ?? DEFAULT_CGROUP_ROOT);
@@ -650,6 +988,8 @@ export async function createRuntime(opts: RuntimeOptions): Promise<SandboxRuntim
   parseCidr(bridge.cidr);
   const stateRoot = opts.stateRoot ?? DEFAULT_STATE_ROOT;
   if (!path.isAbsolute(stateRoot)) throw new Error(`stateRoot must be an absolute path, got "${stateRoot}"`);
+  const poolSize = opts.netPoolSize ?? DEFAULT_NET_POOL_SIZE;
+  if (!Number.isInteger(poolSize) || poolSize < 0 || poolSize > 64) throw new Error(`netPoolSize must be an integer between 0 and 64, got ${poolSize}`);
   const d = await detect();
   if (!d.available || !d.layout) {
     throw new Error(`sandbox isolation is not available on this host: ${d.reason ?? 'unknown reason'} (isolation "none" must be chosen explicitly)`);
@@ -659,7 +999,14 @@ export async function createRuntime(opts: RuntimeOptions): Promise<SandboxRuntim
   await prepareCgroupRoot(d.layout, cgroupRoot).catch((e: Error) => {
     throw new Error(`sandbox isolation is not available on this host: ${e.message}`);
   });
-  const rt = new BwrapRuntime(d.tools as Tools, d.layout, cgroupRoot, bridge, stateRoot);
-  if (opts.bridge) await rt.ensureBridge();
+  const rt = new BwrapRuntime(d.tools as Tools, d.layout, cgroupRoot, bridge, stateRoot, await systemBindArgs(), poolSize);
+  const reclaimed = await rt.reclaimPool();
+  if (reclaimed.length) traceLine(`reclaimed leaked pool networks: ${reclaimed.join(', ')}`);
+  if (opts.bridge) {
+    await rt.ensureBridge();
+    // Pre-build the pool in the background; without explicit bridge options it starts filling
+    // after the first bridged start (runtimes that only run host-network builds never build one).
+    void rt.pool?.fill();
+  }
   return rt;
 }

@@ -17,7 +17,7 @@ import {
   removeBridge,
   removeCgroupRoot,
 } from './index.ts';
-import type { SandboxHandle, SandboxRuntime, SandboxSpec } from './index.ts';
+import type { ManagedSandboxRuntime, SandboxHandle, SandboxSpec } from './index.ts';
 import { cgroupDirs } from './cgroups.ts';
 import { vethName } from './net.ts';
 
@@ -38,7 +38,7 @@ const ROOT = `/var/tmp/swgt-${rnd}`; // outside /tmp on purpose: the sandbox mus
 const NODE = process.execPath;
 const INDEX = path.join(path.dirname(fileURLToPath(import.meta.url)), 'index.ts');
 
-let rt: SandboxRuntime;
+let rt: ManagedSandboxRuntime;
 const started: Array<{ id: string; stateDir: string }> = [];
 
 function spec(id: string, over: Partial<SandboxSpec> = {}): SandboxSpec {
@@ -116,6 +116,7 @@ describe('sandbox runtime (bwrap)', { skip }, () => {
     // Clean up everything, even when tests failed.
     const problems: string[] = [];
     for (const s of started) await rt?.cleanup(s.id, s.stateDir).catch((e) => problems.push(String(e)));
+    await rt?.close().catch((e) => problems.push(String(e)));
     const cg = await detectCgroups();
     if (cg.layout) await removeCgroupRoot(cg.layout, CG_ROOT).catch((e) => problems.push(String(e)));
     for (const ns of execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n')) {
@@ -330,6 +331,7 @@ describe('sandbox runtime (bwrap)', { skip }, () => {
     const leases = JSON.parse(await fsp.readFile(path.join(ROOT, 'runtime', `ipam-${BRIDGE}.json`), 'utf8')).leases;
     assert.equal(leases[meta.netns!], undefined, 'IP lease released');
     assert.deepEqual(await readFinalExit(s.stateDir), { exitCode: 137, signal: 'SIGKILL', oomKilled: false });
+    await rt2.close();
   });
 
   it('a start that fails midway undoes what it created', async () => {

@@ -84,6 +84,17 @@ export interface SandboxRuntime {
   adopt(id: string, stateDir: string): Promise<SandboxHandle | null>;
   /** kill leftovers and remove netns/veth/cgroups/IP lease; idempotent; keeps the state files */
   cleanup(id: string, stateDir: string): Promise<void>;
+  /**
+   * Release what the runtime itself holds (the pre-built networks of the pool); running
+   * sandboxes are not touched. Call on shutdown. Optional here so that test doubles need not
+   * implement it; runtimes from createRuntime() always have it.
+   */
+  close?(): Promise<void>;
+}
+
+/** What createRuntime() returns: a SandboxRuntime whose close() must be called on shutdown. */
+export interface ManagedSandboxRuntime extends SandboxRuntime {
+  close(): Promise<void>;
 }
 
 export interface BridgeOptions {
@@ -106,6 +117,13 @@ export interface RuntimeOptions {
   cgroupRoot?: string;
   /** host dir for runtime-wide state (IP allocations); default /var/lib/shellwego/sandbox */
   stateRoot?: string;
+  /**
+   * `sandbox` isolation: how many slots for bridged starts to keep pre-built (netns + veth on the
+   * bridge + IP + addresses and routes, and, with bash, a cgroup with a launcher process already
+   * in it), so that starts skip that work. Default 2; 0 disables the pool. Each slot holds an IP
+   * of the CIDR. Release them with close() on shutdown.
+   */
+  netPoolSize?: number;
 }
 
 export interface IsolationReport {

@@ -5,7 +5,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { detectCgroups, cgroupRef, cgroupDirs, procsFiles, cpuQuotaUs, validateCgroupRoot } from './cgroups.ts';
-import { Ipam, parseCidr, intToIp, vethName } from './net.ts';
+import { Ipam, POOL_LEASE, bridgeMac, parseCidr, intToIp, vethName } from './net.ts';
 import { parseStatus, signalFromStatus } from './util.ts';
 
 describe('status file parsing', () => {
@@ -38,6 +38,11 @@ describe('CIDR math', () => {
     assert.throws(() => parseCidr('10.89.0.0'), /invalid CIDR/);
     assert.throws(() => parseCidr('10.89.0.0/31'), /prefix/);
     assert.throws(() => parseCidr('300.1.1.1/24'), /invalid IPv4/);
+  });
+  it('derives a stable, locally administered unicast MAC for the bridge', () => {
+    assert.equal(bridgeMac('swg0'), bridgeMac('swg0'));
+    assert.notEqual(bridgeMac('swg0'), bridgeMac('swg1'));
+    assert.match(bridgeMac('swg0'), /^02(:[0-9a-f]{2}){5}$/);
   });
   it('derives short deterministic veth names', () => {
     assert.equal(vethName('shellwego-i1'), vethName('shellwego-i1'));
@@ -73,6 +78,15 @@ describe('IP allocation', () => {
       assert.equal(new Set(ips).size, 2);
       live.add('p3');
       await assert.rejects(again.allocate('p3', 'p3'), /no free address/);
+      // pooled networks: leased as POOL_LEASE, relabelled when handed to a sandbox
+      await again.release('p1');
+      live.add('pool-1');
+      const ip = await again.allocate('pool-1', POOL_LEASE);
+      await again.relabel('pool-1', 'web');
+      assert.deepEqual((await again.leases())['pool-1'], { ...(await again.leases())['pool-1'], id: 'web', ip });
+      await again.release('pool-1');
+      await again.relabel('pool-1', 'late'); // after release: must not resurrect the lease
+      assert.equal((await again.leases())['pool-1'], undefined);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -1,6 +1,6 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, readFileSync, lstatSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 /** Minimal environment for the privileged helper processes we run (never the app's env). */
@@ -40,6 +40,24 @@ export function run(cmd: string, args: string[], opts: { timeoutMs?: number } = 
         resolve(String(stdout));
       },
     );
+  });
+}
+
+/** Like run(), with `input` written to the command's stdin (e.g. `ip -batch -`). */
+export function runWithInput(cmd: string, args: string[], input: string, opts: { timeoutMs?: number } = {}): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env: HELPER_ENV, stdio: ['pipe', 'pipe', 'pipe'], timeout: opts.timeoutMs ?? 15_000 });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += String(d)));
+    child.stderr.on('data', (d) => (stderr += String(d)));
+    child.stdin.on('error', () => {}); // EPIPE when the command exits early: its status says why
+    child.once('error', (e) => reject(new CommandError(`${cmd} ${args.join(' ')}: ${e.message}`, null, String(e.message))));
+    child.once('close', (code, signal) => {
+      if (code === 0) resolve(stdout);
+      else reject(new CommandError(`${cmd} ${args.join(' ')}: ${(stderr || `exit ${code ?? signal}`).trim()}`, code, stderr));
+    });
+    child.stdin.end(input);
   });
 }
 
@@ -91,11 +109,36 @@ export async function writeJsonAtomic(p: string, value: unknown): Promise<void> 
   await fsp.rename(tmp, p);
 }
 
+/**
+ * writeJsonAtomic, synchronously: for the few small files on start()'s critical path (they land
+ * in the page cache in microseconds; an async write costs several thread-pool round trips).
+ */
+export function writeJsonAtomicSync(p: string, value: unknown): void {
+  const tmp = `${p}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
+  try {
+    writeFileSync(tmp, JSON.stringify(value, null, 2) + '\n', { mode: 0o600 });
+    renameSync(tmp, p);
+  } catch (e) {
+    try {
+      unlinkSync(tmp);
+    } catch {}
+    throw e;
+  }
+}
+
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/** Parse /proc/<pid>/stat; null if the process does not exist. */
-export async function procStat(pid: number): Promise<{ state: string; ppid: number; pgrp: number; session: number; utime: number; stime: number; startTime: number } | null> {
-  const t = await readText(`/proc/${pid}/stat`);
+export interface ProcStat {
+  state: string;
+  ppid: number;
+  pgrp: number;
+  session: number;
+  utime: number;
+  stime: number;
+  startTime: number;
+}
+
+function parseProcStat(t: string | null): ProcStat | null {
   if (t === null) return null;
   const close = t.lastIndexOf(')');
   if (close < 0) return null;
@@ -112,17 +155,59 @@ export async function procStat(pid: number): Promise<{ state: string; ppid: numb
   };
 }
 
+/** Parse /proc/<pid>/stat; null if the process does not exist. */
+export async function procStat(pid: number): Promise<ProcStat | null> {
+  return parseProcStat(await readText(`/proc/${pid}/stat`));
+}
+
+/*
+ * Synchronous variants, for pseudo-filesystems (/proc, /sys, cgroupfs, /run/netns on tmpfs): those
+ * never wait for a disk, a call costs microseconds, while each async call is a round trip through
+ * libuv's thread pool (0.1-0.5 ms on a busy host). They keep start()'s critical path short (which
+ * also handles its few small state files synchronously, see runtime.ts).
+ */
+
+/** readFileSync for pseudo-files; null if absent/unreadable. */
+export function readTextSync(p: string): string | null {
+  try {
+    return readFileSync(p, 'utf8');
+  } catch {
+    return null;
+  }
+}
+
+export function existsSync(p: string): boolean {
+  try {
+    lstatSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function procStatSync(pid: number): ProcStat | null {
+  return parseProcStat(readTextSync(`/proc/${pid}/stat`));
+}
+
+function aliveFrom(st: ProcStat | null, startTime?: number | null): boolean {
+  if (!st) return false;
+  if (st.state === 'Z' || st.state === 'X') return false;
+  if (startTime != null && st.startTime !== startTime) return false;
+  return true;
+}
+
 /**
  * True when `pid` is a live (non-zombie) process, and, when `startTime` is given, it is the same
  * process we started (guards against pid reuse).
  */
 export async function pidAlive(pid: number, startTime?: number | null): Promise<boolean> {
   if (!Number.isInteger(pid) || pid <= 0) return false;
-  const st = await procStat(pid);
-  if (!st) return false;
-  if (st.state === 'Z' || st.state === 'X') return false;
-  if (startTime != null && st.startTime !== startTime) return false;
-  return true;
+  return aliveFrom(await procStat(pid), startTime);
+}
+
+export function pidAliveSync(pid: number, startTime?: number | null): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  return aliveFrom(procStatSync(pid), startTime);
 }
 
 /** All pids in /proc. */
@@ -185,6 +270,8 @@ export function signalNumber(sig: NodeJS.Signals | number): number {
 
 /** process.kill that ignores ESRCH. */
 export function trySignal(pid: number, sig: NodeJS.Signals | number): boolean {
+  // never a process group / "every process" by accident (kill(0), kill(-1))
+  if (!Number.isInteger(pid) || pid <= 0) return false;
   try {
     process.kill(pid, sig);
     return true;

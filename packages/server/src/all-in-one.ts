@@ -120,6 +120,7 @@ export async function startAllInOne(config: AllInOneConfig, logger: Logger = pin
       await cp.close();
       await builder.close();
       await agent.stop({ leaveRunning: keep });
+      await runtime.close(); // releases pre-warmed network slots; running sandboxes are untouched
       await bus.close();
       await store.close();
     },

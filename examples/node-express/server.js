@@ -6,6 +6,8 @@ const port = Number(process.env.PORT || 3000);
 // One log line per request on stdout (the platform collects it).
 app.use((req, res, next) => {
   const started = Date.now();
+  // Which release answered: the platform sets SHELLWEGO_RELEASE (e.g. v3) for every instance.
+  res.set('X-Release', process.env.SHELLWEGO_RELEASE || 'dev');
   res.on('finish', () => console.log(`${req.method} ${req.originalUrl} ${res.statusCode} ${Date.now() - started}ms`));
   next();
 });

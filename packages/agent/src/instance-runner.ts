@@ -400,7 +400,8 @@ export class InstanceRunner {
     });
     if (this.record.phase !== 'running') {
       if (this.isWeb) {
-        const deadline = Date.now() + this.ctx.bootTimeoutMs;
+        const waitingSince = Date.now();
+        const deadline = waitingSince + this.ctx.bootTimeoutMs;
         const host = handle.ip ?? '127.0.0.1';
         for (;;) {
           if (exited) return { exit: exited, lines: [] };
@@ -416,7 +417,9 @@ export class InstanceRunner {
             const exit = await within(exitP, 10_000, UNKNOWN_EXIT);
             return { exit, lines: [line] };
           }
-          await within(Promise.race([exitP, woken]), 100, null);
+          // Most apps listen within a second: probe often then (readiness is on every deploy's
+          // critical path), and back off for slow boots. A refused connect costs microseconds.
+          await within(Promise.race([exitP, woken]), Date.now() - waitingSince < 2000 ? 20 : 100, null);
         }
       }
       this.record.phase = 'running';

@@ -19,7 +19,8 @@ import { findLink, writeLink } from '../link.ts';
 import { plural, withApp } from './shared.ts';
 
 export const DEFAULT_WAIT_TIMEOUT_S = 120;
-const POLL_MS = 500;
+// Short: this wait is on the critical path of every deploy, and a list call is cheap.
+const POLL_MS = 100;
 const CLEAR_LINE = '\r\x1b[K';
 
 interface DeployOpts {

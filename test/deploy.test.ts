@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TestPlatform, ROOT, waitFor } from './helpers/platform.ts';
+import { TestPlatform, ROOT, cliOk, waitFor } from './helpers/platform.ts';
 import { appDir, bootStampApp } from './helpers/apps.ts';
 
 let p: TestPlatform;
@@ -23,16 +23,7 @@ after(async () => {
   await p?.destroy();
 });
 
-async function cli(args: string[]) {
-  const r = await p.cli(args, token, { cwd });
-  return r;
-}
-
-async function ok(args: string[]) {
-  const r = await cli(args);
-  assert.equal(r.code, 0, `shellwego ${args.join(' ')} failed (${r.code}):\n${r.stdout}\n${r.stderr}\n--- platform ---\n${p.output.slice(-3000)}`);
-  return r;
-}
+const ok = (args: string[]) => cliOk(p, args, token, cwd);
 
 async function json<T = any>(args: string[]): Promise<T> {
   return JSON.parse((await ok([...args, '--json'])).stdout) as T;

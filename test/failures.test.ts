@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TestPlatform, waitFor } from './helpers/platform.ts';
+import { TestPlatform, cliOk, waitFor } from './helpers/platform.ts';
 import { appDir, bootStampApp } from './helpers/apps.ts';
 
 let p: TestPlatform;
@@ -26,11 +26,7 @@ after(async () => {
 async function run(args: string[]) {
   return p.cli(args, token, { cwd });
 }
-async function ok(args: string[]) {
-  const r = await run(args);
-  assert.equal(r.code, 0, `shellwego ${args.join(' ')} failed (${r.code}):\n${r.stdout}\n${r.stderr}\n--- platform ---\n${p.output.slice(-3000)}`);
-  return r;
-}
+const ok = (args: string[]) => cliOk(p, args, token, cwd);
 async function ps(app: string): Promise<any[]> {
   return JSON.parse((await ok(['ps', '--app', app, '--json'])).stdout);
 }

@@ -167,6 +167,15 @@ export class TestPlatform {
   }
 }
 
+/** Runs the CLI and fails the test with the CLI's and the platform's output when it exits non-zero. */
+export async function cliOk(p: TestPlatform, args: string[], token: string, cwd: string) {
+  const r = await p.cli(args, token, { cwd });
+  if (r.code !== 0) {
+    throw new Error(`shellwego ${args.join(' ')} failed (${r.code}):\n${r.stdout}\n${r.stderr}\n--- platform ---\n${p.output.slice(-3000)}`);
+  }
+  return r;
+}
+
 export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 60_000, everyMs = 200): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;

@@ -99,8 +99,8 @@ let blobs: DirBlobStore;
 const agents: Agent[] = [];
 
 before(async () => {
+  // 0700, as mkdtemp makes it: the agent must not mind (the sandbox reaches /app on its own).
   work = await mkdtemp(path.join(tmpdir(), 'swg-agent-fake-'));
-  await fsp.chmod(work, 0o711); // app users must be able to pass through to their /app
   blobs = new DirBlobStore(path.join(work, 'blobs'));
   digest = await buildArtifact(work, blobs);
 });
@@ -141,6 +141,20 @@ describe('agent (fake runtime)', () => {
     assert.equal(worker.address, null, 'only web processes have an address');
     await rec.until('heartbeat', () => rec.heartbeats >= 2);
     assert.deepEqual(agent.instances().map((i) => i.state).sort(), ['running', 'running']);
+  });
+
+  it('starts with a dataDir below a 0700 directory and changes no directory above its own', async () => {
+    const closed = await mkdtemp(path.join(work, 'closed-'));
+    await fsp.chmod(closed, 0o700);
+    const ancestors = (d: string): string[] => (d === '/' ? ['/'] : [d, ...ancestors(path.dirname(d))]);
+    const modes = async () => Promise.all(ancestors(closed).map(async (d) => [d, (await fsp.stat(d)).mode & 0o7777]));
+    const before = await modes();
+    const { rec, agent, assign } = setup('closed', undefined, { dataDir: path.join(closed, 'data') });
+    await agent.start();
+    await assign([makeSpec('ins_c', digest, { command: 'listen' })]);
+    await rec.untilStatus('ins_c', (s) => s.state === 'running');
+    assert.deepEqual(await modes(), before);
+    assert.equal((await fsp.stat(closed)).mode & 0o777, 0o700);
   });
 
   it('ignores stale generations and duplicate messages', async () => {

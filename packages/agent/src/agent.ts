@@ -150,9 +150,12 @@ class NodeAgent implements Agent {
   }
 
   /**
-   * Unprivileged app users must be able to reach their /app source through every parent
-   * directory (bubblewrap binds it as that user), so each one needs o+x. The agent's own
-   * directories get it; a parent it does not own is reported instead of silently changed.
+   * The agent's own directories get search permission for others (0711: pass through, not list)
+   * so that the sandbox, whose bwrap runs as the app user, can reach each instance's /app itself —
+   * the fast start path. Directories above dataDir are none of the agent's business: when one of
+   * them is closed to others (a `mktemp -d` or /root parent) the sandbox runtime makes the app
+   * dir reachable on its own (a private mount namespace, @shellwego/sandbox "Mount staging"),
+   * without changing any permission.
    */
   private async prepareDirs(): Promise<void> {
     const { dataDir } = this.opts;
@@ -162,19 +165,6 @@ class NodeAgent implements Agent {
     for (const d of [dataDir, this.instancesDir]) {
       const st = await fsp.stat(d);
       if ((st.mode & 0o001) === 0) await fsp.chmod(d, (st.mode & 0o7777) | 0o011);
-    }
-    for (let d = path.dirname(path.resolve(dataDir)); ; d = path.dirname(d)) {
-      const st = await fsp.stat(d);
-      if ((st.mode & 0o001) === 0) {
-        const err = new Error(
-          `agent_data_dir_not_traversable: app processes run as unprivileged users and must reach ${this.instancesDir}, ` +
-            `but ${d} has mode ${(st.mode & 0o777).toString(8)} (no search permission for others). ` +
-            `Run "chmod o+x ${d}" (this lets others pass through, not list it) or choose a data directory elsewhere.`,
-        );
-        (err as Error & { code: string }).code = 'agent_data_dir_not_traversable';
-        throw err;
-      }
-      if (d === '/') break;
     }
   }
 

@@ -86,9 +86,10 @@ describe('agent with the sandbox runtime', { skip }, () => {
     for (const a of agents.splice(0)) await a.stop().catch(() => {});
     // Whatever a failed test left running (e.g. the instance of the killed agent process).
     for (const agentDir of await fsp.readdir(ROOT).catch(() => [] as string[])) {
-      const instances = path.join(ROOT, agentDir, 'instances');
-      for (const id of await fsp.readdir(instances).catch(() => [] as string[])) {
-        await runtime?.cleanup(id, path.join(instances, id, 'sandbox')).catch(() => {});
+      for (const instances of [path.join(ROOT, agentDir, 'instances'), path.join(ROOT, agentDir, 'data', 'instances')]) {
+        for (const id of await fsp.readdir(instances).catch(() => [] as string[])) {
+          await runtime?.cleanup(id, path.join(instances, id, 'sandbox')).catch(() => {});
+        }
       }
     }
     await runtime?.close?.();
@@ -135,6 +136,23 @@ describe('agent with the sandbox runtime', { skip }, () => {
     await assert.rejects(httpJson(b.address!, '/', 500));
     assert.equal((await httpJson(a.address!)).dyno, 'web.1', 'the other one keeps serving');
     assert.ok(rec.logs.some((l) => l.instanceId === 'ins_web2' && l.line === 'got SIGTERM'), 'SIGTERM first, output drained');
+  });
+
+  it('a dataDir below a 0700 directory (mktemp -d): instances start and serve, no permission changes', async () => {
+    const closed = await fsp.mkdtemp(path.join(ROOT, 'closed-'));
+    await fsp.chmod(closed, 0o700);
+    const mode = async (d: string) => (await fsp.stat(d)).mode & 0o7777;
+    const rootMode = await mode(ROOT);
+    const { agent, rec, assign } = newAgent('closed', path.join(closed, 'data'), 'nod_closed');
+    await agent.start();
+    await assign([makeSpec('ins_closed', digest)]);
+    const up = await rec.untilStatus('ins_closed', (s) => s.state === 'running');
+    const r = await httpJson(up.address!);
+    assert.equal(r.dyno, 'web.1');
+    assert.equal(await mode(closed), 0o700, 'the 0700 parent stays 0700');
+    assert.equal(await mode(ROOT), rootMode);
+    await assign([]);
+    await rec.untilStatus('ins_closed', (s) => s.state === 'stopped');
   });
 
   it('reports a crash with exit code and last output, then restarts it with backoff', async () => {

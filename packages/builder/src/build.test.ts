@@ -10,7 +10,7 @@ import { subjects } from '@shellwego/core';
 import type { BuildLogMessage, BuildRequest, BuildResultMessage } from '@shellwego/core';
 import { createRuntime } from '@shellwego/sandbox';
 import type { SandboxRuntime } from '@shellwego/sandbox';
-import { build } from './build.ts';
+import { build, ensureTraversableBelow } from './build.ts';
 import type { BuildDeps } from './build.ts';
 import { createBuilder } from './builder.ts';
 import { EXAMPLES, listTar, rawTar, TempBlobStore, tempRoot } from './test-helpers.ts';
@@ -23,6 +23,9 @@ let seq = 0;
 
 before(async () => {
   root = await tempRoot('swgb-build-', '/var/tmp');
+  // Isolation none (as root) runs the steps as the build user directly on these host paths, with
+  // no mount namespace: unlike the sandbox it needs them reachable (mkdtemp makes this 0700).
+  await fsp.chmod(root, 0o711);
   blobs = await TempBlobStore.create(root);
   runtime = await createRuntime({ isolation: 'none', stateRoot: path.join(root, 'sandbox') });
 });
@@ -336,6 +339,24 @@ with zipfile.ZipFile('wheels/swghello-1.0-py3-none-any.whl', 'w') as z:
     assert.ok(entries.includes('ok'));
     assert.ok(!entries.includes('leak') && !entries.includes('up'));
     assert.ok(!entries.includes('.shellwego/evil'));
+  });
+});
+
+describe('ensureTraversableBelow', () => {
+  it('opens the builder\'s own directories for the build user, never one above them', async () => {
+    const outer = await fsp.mkdtemp(path.join(root, 'trav-'));
+    await fsp.chmod(outer, 0o700);
+    const top = path.join(outer, 'work');
+    await fsp.mkdir(path.join(top, 'a', 'b'), { recursive: true, mode: 0o700 });
+    await ensureTraversableBelow(path.join(top, 'a', 'b'), top);
+    const mode = async (p: string) => (await fsp.stat(p)).mode & 0o777;
+    assert.equal(await mode(path.join(top, 'a', 'b')), 0o701);
+    assert.equal(await mode(path.join(top, 'a')), 0o701);
+    assert.equal(await mode(top), 0o701);
+    assert.equal(await mode(outer), 0o700, 'above top: untouched');
+    await fsp.chmod(top, 0o700);
+    await ensureTraversableBelow(outer, top);
+    assert.equal(await mode(outer), 0o700, 'not below top: untouched');
   });
 });
 

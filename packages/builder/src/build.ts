@@ -124,18 +124,28 @@ function isRootUser(): boolean {
   return typeof process.getuid === 'function' && process.getuid() === 0;
 }
 
-/** Give "others" search (x) permission on `dir` and its ancestors, so the build user can reach mounts under it. */
-export async function ensureTraversable(dir: string, log?: (msg: string) => void): Promise<void> {
+/**
+ * Give "others" search (x) permission on `dir` and its ancestors up to and including `top`, the
+ * builder's own work or cache directory — never above it: directories the builder does not own
+ * are not touched (a data dir under a 0700 `mktemp -d` or /root stays as it is). With sandbox
+ * isolation this only keeps steps on the sandbox's fast path (bwrap, running as the build user,
+ * reaches the mounts itself); when a directory above `top` is closed, the sandbox reaches them
+ * through a private mount namespace instead. (Isolation `none` works on the host paths as the
+ * build user: there the whole path must be reachable, and the runtime says which directory is
+ * not.) lstat: a symlink is never followed out of our tree.
+ */
+export async function ensureTraversableBelow(dir: string, top: string, log?: (msg: string) => void): Promise<void> {
+  const root = path.resolve(top);
   let cur = path.resolve(dir);
+  if (cur !== root && !cur.startsWith(root + path.sep)) return; // not ours
   for (;;) {
-    const st = await fsp.stat(cur).catch(() => null);
+    const st = await fsp.lstat(cur).catch(() => null);
     if (st && st.isDirectory() && (st.mode & 0o001) === 0) {
       await fsp.chmod(cur, (st.mode & 0o7777) | 0o001);
       log?.(`made ${cur} traversable (o+x) so unprivileged build steps can reach their work directory`);
     }
-    const parent = path.dirname(cur);
-    if (parent === cur) return;
-    cur = parent;
+    if (cur === root) return;
+    cur = path.dirname(cur);
   }
 }
 
@@ -689,8 +699,8 @@ export async function build(req: BuildRequest, deps: BuildDeps, onLog: LogFn): P
       if (isRoot) await fsp.lchown(d, uid, gid);
     }
     if (isRoot) {
-      await ensureTraversable(buildDir, (m) => deps.logger?.warn(m));
-      await ensureTraversable(toolDir, (m) => deps.logger?.warn(m));
+      await ensureTraversableBelow(buildDir, deps.workDir, (m) => deps.logger?.warn(m));
+      await ensureTraversableBelow(toolDir, deps.cacheDir, (m) => deps.logger?.warn(m));
     }
     ctx.mounts = [
       { source: appDir, target: '/app', readonly: false },

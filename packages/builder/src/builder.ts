@@ -13,7 +13,7 @@ import type { BlobStore, BuildLogMessage, BuildRequest, BuildResultMessage } fro
 import { DEFAULT_BRIDGE } from '@shellwego/sandbox';
 import type { SandboxRuntime } from '@shellwego/sandbox';
 import type { Compression } from './artifact.ts';
-import { build, DEFAULT_BUILD_UID, ensureTraversable } from './build.ts';
+import { build, DEFAULT_BUILD_UID, ensureTraversableBelow } from './build.ts';
 import { NodeProvisioner } from './node-runtime.ts';
 import type { NodeDistOptions } from './node-runtime.ts';
 import { RegistryProxy } from './proxy.ts';
@@ -87,8 +87,9 @@ export function createBuilder(opts: BuilderOptions): Builder {
       await fsp.rm(path.join(opts.workDir, name), { recursive: true, force: true }).catch(() => {});
     }
     if (typeof process.getuid === 'function' && process.getuid() === 0) {
-      await ensureTraversable(opts.workDir, (m) => logger.warn(m));
-      await ensureTraversable(opts.cacheDir, (m) => logger.warn(m));
+      // Our own two directories only (see ensureTraversableBelow); their parents are not ours.
+      await ensureTraversableBelow(opts.workDir, opts.workDir, (m) => logger.warn(m));
+      await ensureTraversableBelow(opts.cacheDir, opts.cacheDir, (m) => logger.warn(m));
     }
   }
 

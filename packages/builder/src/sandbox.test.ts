@@ -3,7 +3,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp, statSync } from 'node:fs';
 import path from 'node:path';
 import { InProcessBus } from '@shellwego/bus';
 import { subjects } from '@shellwego/core';
@@ -42,9 +42,26 @@ describe('sandboxed builds (bwrap, bridge network, registry proxy)', { skip }, (
   let seq = 0;
   let proxyPort = 0;
 
+  /** mode and owner of `dirs` and all their ancestors */
+  const modes = (dirs: string[]) => {
+    const out: Record<string, string> = {};
+    for (const dir of dirs) {
+      for (let d = dir; ; d = path.dirname(d)) {
+        const st = statSync(d);
+        out[d] = `${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid}`;
+        if (d === '/') break;
+      }
+    }
+    return out;
+  };
+  let rootModes: Record<string, string> = {};
+
   before(async () => {
     proxyPort = await freePort();
+    // mkdtemp: 0700, like `mktemp -d`. The work and cache dirs below it are the builder's; the
+    // builder must not change this one (the sandbox reaches its mounts without that).
     root = await tempRoot('swgb-sbx-', '/var/tmp');
+    rootModes = modes([root]);
     blobs = await TempBlobStore.create(root);
     runtime = await createRuntime({ isolation: 'sandbox', bridge: { name: BRIDGE, cidr: CIDR }, cgroupRoot: CG_ROOT, stateRoot: path.join(root, 'sandbox'), netPoolSize: 0 });
     bus = new InProcessBus();
@@ -174,6 +191,34 @@ q.on('error', (e) => console.log('intruder error', e.code)); q.end();`;
     const { result, log } = await buildVia(await blobs.putDir(path.join(EXAMPLES, 'python-stdlib')), { appId: 'app_py' });
     assert.equal(result.ok, true, `${result.error}\n${log}`);
     assert.equal(result.stack, 'python');
+  });
+
+  it('work and cache dirs below 0700 directories: sandboxed builds succeed, no directory above them changes', async () => {
+    const closed = path.join(root, 'closed');
+    await fsp.mkdir(closed, { mode: 0o700 });
+    const before = modes([closed]);
+    assert.equal(before[root], '700 0:0');
+    assert.equal(before[closed], '700 0:0');
+    const digest = await blobs.putFiles(
+      { 'package.json': JSON.stringify({ name: 'closed', version: '1.0.0', scripts: { start: 'node i.js', build: 'node -e "require(\'fs\').writeFileSync(\'built.txt\', String(process.getuid()))" && echo built' } }), 'i.js': '' },
+      root,
+    );
+    // network none (no registry proxy), non-pooled runtime (netPoolSize 0 above)
+    const b2bus = new InProcessBus();
+    const b2 = createBuilder({ bus: b2bus, blobs, runtime, buildUid: UID, workDir: path.join(closed, 'work'), cacheDir: path.join(closed, 'cache'), registryProxy: false, timeoutMs: 60_000 });
+    b2.start();
+    const lines: string[] = [];
+    b2bus.subscribe<BuildLogMessage>(subjects.buildLog('bld_closed'), (m) => void lines.push(m.line));
+    const done = new Promise<BuildResultMessage>((resolve) => b2bus.subscribe<BuildResultMessage>(subjects.buildResult('bld_closed'), (m) => resolve(m)));
+    await b2bus.publish(subjects.buildRequested, { buildId: 'bld_closed', appId: 'app_closed', appName: 'c', organizationId: 'o', sourceDigest: digest, env: {}, limits: { memoryMb: 128, cpus: 1, pids: 64 } });
+    const r = await done;
+    await b2.close();
+    assert.equal(r.ok, true, `${r.error}\n${lines.join('\n')}`);
+    assert.ok(lines.includes('built'), lines.join('\n'));
+    assert.ok((await listTar(await blobs.pathOf(r.artifactDigest!))).includes('built.txt'));
+    assert.deepEqual(modes([closed]), before, 'no directory above the work/cache dirs changed');
+    // and the bridged builds of the other tests ran below the 0700 root too
+    assert.deepEqual(modes([root]), rootModes);
   });
 
   it('a runaway build is killed at the timeout', async () => {

@@ -13,6 +13,10 @@ export interface Tools {
   setpriv: string;
   nsenter: string;
   ip: string;
+  /** mount staging (staging.ts); optional: without them unreachable mount sources are refused */
+  unshare?: string;
+  mount?: string;
+  mkdir?: string;
 }
 
 export interface Detection extends IsolationReport {
@@ -80,8 +84,10 @@ export async function detect(): Promise<Detection> {
     if (p) tools[name] = p;
     else problems.push(`${name} not found in ${HELPER_ENV.PATH}${name === 'bwrap' ? ' (install the "bubblewrap" package)' : name === 'ip' ? ' (install "iproute2")' : name === 'sh' ? '' : ' (install "util-linux")'}`);
   }
-  const bash = await which('bash');
-  if (bash) tools.bash = bash;
+  for (const name of ['bash', 'unshare', 'mount', 'mkdir'] as const) {
+    const p = await which(name);
+    if (p) tools[name] = p;
+  }
   const maxNs = await readText('/proc/sys/user/max_user_namespaces');
   if (maxNs !== null && Number(maxNs.trim()) === 0) problems.push('user namespaces disabled (/proc/sys/user/max_user_namespaces is 0)');
   const unpriv = await readText('/proc/sys/kernel/unprivileged_userns_clone');

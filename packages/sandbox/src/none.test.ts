@@ -86,6 +86,15 @@ describe('none isolation (explicit, for developer machines)', () => {
     assert.equal(await rt2.adopt('sl', s.stateDir), null);
   });
 
+  it('as root: a working directory the uid cannot reach is refused with the reason (no mount namespace here)', { skip: !isRoot && 'needs root' }, async () => {
+    const closed = path.join(ROOT, 'closed');
+    await fsp.mkdir(path.join(closed, 'app'), { recursive: true });
+    await fsp.chmod(closed, 0o700);
+    const s = spec('closed', { mounts: [{ source: path.join(closed, 'app'), target: '/app', readonly: false }] });
+    await assert.rejects(rt.start(s), new RegExp(`isolation "none" runs the process as uid ${UID} directly on the host, but ${closed} is not searchable`));
+    assert.equal((await fsp.stat(closed)).mode & 0o777, 0o700, 'left as it was');
+  });
+
   it('cleanup kills processes left behind in the session', async () => {
     const s = spec('bg', { argv: ['sh', '-c', 'sleep 30 & echo started'] });
     const h = await rt.start(s);

@@ -5,13 +5,15 @@
  * status file, fd 4 = the env for bwrap --args; the pid never changes because every step execs):
  *
  *   bash -c 'close inherited fds; write $$ into each cgroup.procs; exec "$@"'  (root)
+ *     -> unshare --mount … bash -c STAGE …                    (only when a mount source is out of
+ *                                                               the uid's reach: staging.ts)
  *     -> nsenter --net=/run/netns/NS                          (bridge mode only)
  *     -> setpriv --reuid --regid --clear-groups ...           (drops root, all caps)
  *     -> bwrap --unshare-user/pid/ipc/uts/cgroup[/net] ... --json-status-fd 3 -- argv
  *
  * Bridged starts normally take a pre-built slot from the pool (pool.ts) instead: its "zygote", a
  * bash already in the slot's netns and cgroup with no inherited fds, is handed the files and the
- * command and execs `setpriv … -> bwrap …` — the same chain minus its first steps, which ran
+ * command and execs `[unshare … STAGE] -> setpriv … -> bwrap …` — the same chain minus its first steps, which ran
  * ahead of time (the cgroup join is the expensive one: an RCU grace period in the kernel).
  *
  * bwrap writes {"child-pid": N} once the sandbox is set up and {"exit-code": N} when the command
@@ -23,8 +25,8 @@
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { promises as fsp, constants as fsc, closeSync, fstatSync, mkdirSync, openSync, readFileSync, unlinkSync, watch, writeSync } from 'node:fs';
-import type { FSWatcher } from 'node:fs';
+import { promises as fsp, constants as fsc, closeSync, fstatSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, watch, writeSync } from 'node:fs';
+import type { FSWatcher, Stats } from 'node:fs';
 import path from 'node:path';
 import {
   applyLimits,
@@ -47,6 +49,8 @@ import type { Tools } from './detect.ts';
 import { Ipam, configureNetnsSide, createNetnsAndVeth, deleteNetworks, ensureBridge, forgetNeighbor, netnsPath, parseCidr, validateBridgeName, vethName } from './net.ts';
 import { JOIN_CGROUPS_SNIPPET, NetPool, POOL_TAG, closeFdsSnippet, discardZygote } from './pool.ts';
 import type { NetSlot } from './pool.ts';
+import { blockingDir, canSearch, detectStaging, redirectableBy, stagePlan } from './staging.ts';
+import type { StagePlan, Staging } from './staging.ts';
 import type {
   IsolationMode,
   ManagedSandboxRuntime,
@@ -582,6 +586,8 @@ class BwrapRuntime extends BaseRuntime {
     private readonly stateRoot: string,
     private readonly binds: string[],
     poolSize: number,
+    /** how unreachable mount sources are made reachable (staging.ts) */
+    readonly staging: Staging,
   ) {
     super();
     this.pool =
@@ -650,9 +656,11 @@ class BwrapRuntime extends BaseRuntime {
     tr.mark('validate+slot');
     if (bridged) tr.note(zygote ? '(pooled+zygote)' : slot ? '(pooled)' : '(built)');
     let idCleanup: Promise<void> | null = null;
+    let plan: StagePlan | null = null;
     try {
       if (valid.status === 'rejected') throw valid.reason;
       if (taken.status === 'rejected') throw taken.reason;
+      plan = this.stagePlanFor(spec);
       // Refuse to start over a live sandbox; otherwise clear whatever a previous run left.
       const old = readMetaSync(spec.stateDir);
       if (old && old.pid !== null && pidAliveSync(old.pid, old.pidStartTime)) {
@@ -670,6 +678,7 @@ class BwrapRuntime extends BaseRuntime {
       throw e;
     }
     tr.mark('prepare');
+    if (plan) tr.note(`(staged ${plan.mounts.length} mounts)`);
     const netns = slot ? slot.netns : bridged ? this.netnsName(spec.id) : null;
     const meta: SandboxMeta = {
       v: 1,
@@ -705,7 +714,9 @@ class BwrapRuntime extends BaseRuntime {
       held.push(files);
       const argsFh = envArgsFd(spec, !zygote);
       held.push(argsFh);
-      const listFh = zygote ? unlinkedFile(spec.stateDir, '.launch', [...this.dropPrivArgs(spec, null), ...this.bwrapArgs(spec)].map((a) => a + '\0').join(''), false) : null;
+      const listFh = zygote
+        ? unlinkedFile(spec.stateDir, '.launch', [...(plan?.prefix ?? []), ...this.dropPrivArgs(spec, null), ...this.bwrapArgs(spec, plan)].map((a) => a + '\0').join(''), false)
+        : null;
       if (listFh) held.push(listFh);
       tr.mark('meta+cgroup+files');
       if (bridged && !slot) {
@@ -728,7 +739,7 @@ class BwrapRuntime extends BaseRuntime {
       } else {
         // The environment goes to bwrap through fd 4 (--args), not argv: argv of host processes is
         // visible to every host user in `ps`, and app env holds secrets.
-        ({ child, pid } = await spawnDetached(this.tools.bash ?? this.tools.sh, this.launchArgs(spec, meta), files, { env: HELPER_ENV, cwd: '/', extraFds: [argsFh.fd] }));
+        ({ child, pid } = await spawnDetached(this.tools.bash ?? this.tools.sh, this.launchArgs(spec, meta, plan), files, { env: HELPER_ENV, cwd: '/', extraFds: [argsFh.fd] }));
         await closeHeld(); // the child has its own copies
         meta.pidStartTime = procStatSync(pid)?.startTime ?? null;
       }
@@ -774,11 +785,39 @@ class BwrapRuntime extends BaseRuntime {
     }
   }
 
-  /** bash launcher (closes inherited fds, joins the cgroups, execs) + dropPrivArgs + bwrapArgs. */
-  private launchArgs(spec: SandboxSpec, meta: SandboxMeta): string[] {
+  /** bash launcher (closes inherited fds, joins the cgroups, execs) + [staging] + dropPrivArgs + bwrapArgs. */
+  private launchArgs(spec: SandboxSpec, meta: SandboxMeta, plan: StagePlan | null): string[] {
     const files = procsFiles(meta.cgroup!);
     const launcher = closeFdsSnippet(4) + JOIN_CGROUPS_SNIPPET + 'exec "$@"';
-    return ['-c', launcher, 'swg-launch', String(files.length), ...files, ...this.dropPrivArgs(spec, meta.netns), ...this.bwrapArgs(spec)];
+    return ['-c', launcher, 'swg-launch', String(files.length), ...files, ...(plan?.prefix ?? []), ...this.dropPrivArgs(spec, meta.netns), ...this.bwrapArgs(spec, plan)];
+  }
+
+  /**
+   * null when bwrap, running as spec.uid, can reach every mount source itself (the usual case:
+   * nothing is added to the chain); otherwise the staging step (staging.ts) and the rewritten
+   * mounts. Throws when a source is unreachable and cannot be staged (no staging directory, or
+   * the uid could redirect the path root would resolve).
+   */
+  private stagePlanFor(spec: SandboxSpec): StagePlan | null {
+    const mounts = (spec.mounts ?? []) as Mount[];
+    const who = { uid: spec.uid, gid: spec.gid };
+    let blocked: { source: string; dir: string } | null = null;
+    for (const m of mounts) {
+      const dir = blockingDir(m.source, who);
+      if (dir) {
+        blocked = { source: m.source, dir };
+        break;
+      }
+    }
+    if (!blocked) return null;
+    const why = `mount source "${blocked.source}" is not reachable by uid ${spec.uid} (${blocked.dir} is not searchable by it)`;
+    const staging = this.staging;
+    if (staging.dir === null) throw new Error(`sandbox ${spec.id}: ${why} and cannot be staged: ${staging.reason}`);
+    for (const m of mounts) {
+      const dir = redirectableBy(m.source, who);
+      if (dir) throw new Error(`sandbox ${spec.id}: ${why}, and it cannot be staged safely: ${dir} on the way to "${m.source}" is writable by uid ${spec.uid}`);
+    }
+    return stagePlan(staging, mounts);
   }
 
   /**
@@ -801,13 +840,14 @@ class BwrapRuntime extends BaseRuntime {
     return pre;
   }
 
-  private bwrapArgs(spec: SandboxSpec): string[] {
+  /** `plan`: the mounts' sources are the staged ones. */
+  private bwrapArgs(spec: SandboxSpec, plan: StagePlan | null): string[] {
     const b: string[] = [this.tools.bwrap, '--unshare-user', '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try'];
     if (spec.network.mode === 'none') b.push('--unshare-net');
     b.push('--hostname', spec.id);
     b.push(...this.binds);
     b.push('--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp');
-    for (const m of spec.mounts as Mount[]) b.push(m.readonly ? '--ro-bind' : '--bind', m.source, m.target);
+    for (const m of (plan?.mounts ?? spec.mounts) as Mount[]) b.push(m.readonly ? '--ro-bind' : '--bind', m.source, m.target);
     b.push('--remount-ro', '/');
     // --clearenv must precede --args: bwrap applies both in order.
     b.push('--chdir', spec.cwd, '--clearenv', '--args', '4');
@@ -909,6 +949,25 @@ class PlainRuntime extends BaseRuntime {
       .sort((a, b) => b.target.length - a.target.length)
       .find((x) => spec.cwd === x.target || spec.cwd.startsWith(x.target + '/'));
     if (m) cwd = path.join(m.source, spec.cwd.slice(m.target.length));
+    const asRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+    const switchIds = asRoot && spec.uid > 0;
+    if (switchIds) {
+      // No mount namespace here (nothing is isolated): the process works on the host paths, as
+      // spec.uid, so they must be reachable by it. Say so, rather than failing in spawn().
+      const who = { uid: spec.uid, gid: spec.gid };
+      let st: Stats | null = null;
+      try {
+        st = statSync(cwd);
+      } catch {}
+      const blocked = blockingDir(cwd, who) ?? (st && st.isDirectory() && !canSearch(st, who) ? cwd : null);
+      if (blocked) {
+        throw new Error(
+          `sandbox ${spec.id}: isolation "none" runs the process as uid ${spec.uid} directly on the host, but ${blocked} is not searchable by it ` +
+            `(on the way to its working directory ${cwd}). Give others search permission there (chmod o+x) or use another directory; ` +
+            `isolation "sandbox" does not need this.`,
+        );
+      }
+    }
     const meta: SandboxMeta = {
       v: 1,
       id: spec.id,
@@ -929,8 +988,6 @@ class PlainRuntime extends BaseRuntime {
     const wrapper =
       closeFdsSnippet(3) +
       'trap : HUP INT TERM QUIT USR1 USR2; echo "{ \\"child-pid\\": $$ }" >&3; "$@" 3>&-; c=$?; echo "{ \\"exit-code\\": $c }" >&3; exit $c';
-    const asRoot = typeof process.getuid === 'function' && process.getuid() === 0;
-    const switchIds = asRoot && spec.uid > 0;
     try {
       meta.startedAt = new Date().toISOString();
       const files = await openLaunchFiles(spec);
@@ -999,7 +1056,10 @@ export async function createRuntime(opts: RuntimeOptions): Promise<ManagedSandbo
   await prepareCgroupRoot(d.layout, cgroupRoot).catch((e: Error) => {
     throw new Error(`sandbox isolation is not available on this host: ${e.message}`);
   });
-  const rt = new BwrapRuntime(d.tools as Tools, d.layout, cgroupRoot, bridge, stateRoot, await systemBindArgs(), poolSize);
+  const tools = d.tools as Tools;
+  const staging = detectStaging(tools, [tools.setpriv, tools.bwrap, tools.nsenter]);
+  const rt = new BwrapRuntime(tools, d.layout, cgroupRoot, bridge, stateRoot, await systemBindArgs(), poolSize, staging);
+  if (staging.dir === null) traceLine(`mount staging unavailable (${staging.reason}): mount sources must be reachable by the sandbox uid`);
   const reclaimed = await rt.reclaimPool();
   if (reclaimed.length) traceLine(`reclaimed leaked pool networks: ${reclaimed.join(', ')}`);
   if (opts.bridge) {

@@ -4,7 +4,7 @@
  */
 import { spawn, execFile } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -47,8 +47,8 @@ export class TestPlatform {
   constructor(readonly dataDir: string, private readonly opts: PlatformOptions) {}
 
   static async start(opts: PlatformOptions = {}): Promise<TestPlatform> {
+    // mkdtemp is 0700, like the newcomer's `mktemp -d`: the platform must cope with it.
     const dir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'swg-it-')));
-    await chmod(dir, 0o711);
     const p = new TestPlatform(dir, opts);
     p.apiPort = await freePort();
     p.routerPort = await freePort();

@@ -1,15 +1,12 @@
 #!/usr/bin/env node
-// Finds *.test.ts under the given directories and runs them with Node's test runner through tsx.
-// (Node 20's `node --test` does not expand glob patterns itself.)
-// Usage: node scripts/run-tests.mjs [--concurrency N] DIR...
+// Finds *.test.ts under the given directories and runs them with Node's test runner through tsx
+// (Node 20's `node --test` does not expand glob patterns itself). Groups run one after another,
+// each with its own concurrency, and one combined count closes the run.
+// Usage: node scripts/run-tests.mjs DIR[:CONCURRENCY] ...     e.g. packages:2 test:1
 import { spawnSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-
-const args = process.argv.slice(2);
-let concurrency = '1';
-const i = args.indexOf('--concurrency');
-if (i >= 0) concurrency = args.splice(i, 2)[1];
 
 function find(dir) {
   const out = [];
@@ -22,10 +19,38 @@ function find(dir) {
   return out;
 }
 
-const files = args.flatMap(find).sort();
-if (files.length === 0) {
-  console.error(`no *.test.ts files under ${args.join(', ')}`);
-  process.exit(1);
+const groups = process.argv.slice(2).map((g) => {
+  const [dir, n = '1'] = g.split(':');
+  return { dir, concurrency: n };
+});
+if (groups.length === 0) {
+  console.error('usage: node scripts/run-tests.mjs DIR[:CONCURRENCY] ...');
+  process.exit(2);
 }
-const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, ...files], { stdio: 'inherit' });
-process.exit(r.status ?? 1);
+
+const tmp = mkdtempSync(join(tmpdir(), 'swg-tests-'));
+let passed = 0;
+let failed = 0;
+let status = 0;
+for (const [i, { dir, concurrency }] of groups.entries()) {
+  const files = find(dir).sort();
+  if (files.length === 0) {
+    console.error(`no *.test.ts files under ${dir}`);
+    status = 1;
+    continue;
+  }
+  const tap = join(tmp, `${i}.tap`);
+  const r = spawnSync(process.execPath, [
+    '--import', 'tsx', '--test', `--test-concurrency=${concurrency}`,
+    '--test-reporter=spec', '--test-reporter-destination=stdout',
+    '--test-reporter=tap', `--test-reporter-destination=${tap}`,
+    ...files,
+  ], { stdio: 'inherit' });
+  if (r.status !== 0) status = r.status ?? 1;
+  const text = readFileSync(tap, 'utf8');
+  passed += Number(/^# pass (\d+)$/m.exec(text)?.[1] ?? 0);
+  failed += Number(/^# fail (\d+)$/m.exec(text)?.[1] ?? 0);
+}
+rmSync(tmp, { recursive: true, force: true });
+console.log(`\nTotal: ${passed} passed, ${failed} failed`);
+process.exit(status || (failed ? 1 : 0));

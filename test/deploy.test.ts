@@ -2,35 +2,21 @@
  * The newcomer's path end to end, on the real platform with sandboxed instances: CLI deploys
  * from source, the router serves the app, then logs, scale, config, releases, rollback, restart.
  */
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TestPlatform, ROOT, cliOk, waitFor } from './helpers/platform.ts';
+import { ROOT, platformSuite, waitFor } from './helpers/platform.ts';
 import { appDir, bootStampApp } from './helpers/apps.ts';
 
-let p: TestPlatform;
-let token: string;
-let cwd: string;
-
-before(async () => {
-  p = await TestPlatform.start({ isolation: 'sandbox' });
-  token = await p.token();
-  cwd = await mkdtemp(join(tmpdir(), 'swg-cwd-'));
-});
-after(async () => {
-  await p?.destroy();
-});
-
-const ok = (args: string[]) => cliOk(p, args, token, cwd);
+const suite = platformSuite({ isolation: 'sandbox' });
+const { ok } = suite;
 
 async function json<T = any>(args: string[]): Promise<T> {
   return JSON.parse((await ok([...args, '--json'])).stdout) as T;
 }
 
 async function get(app: string, path = '/') {
-  const r = await p.viaRouter(app, path);
+  const r = await suite.p.viaRouter(app, path);
   return { status: r.status, text: await r.text() };
 }
 
@@ -101,7 +87,7 @@ describe('node example: deploy, serve, operate', () => {
   test('an unchanged redeploy reuses the dependency cache', async () => {
     await ok(['deploy', join(ROOT, 'examples/node-express'), '--app', 'hello']);
     const builds = await json<any[]>(['builds', '--app', 'hello']).catch(async () => {
-      const c = await p.client(token);
+      const c = await suite.p.client(suite.token);
       return c.call('listBuilds', { params: { app: 'hello' } });
     });
     assert.equal(builds[0].state, 'succeeded');

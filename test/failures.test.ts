@@ -2,37 +2,19 @@
  * Failure behaviour on the real platform: crashing apps, the memory limit, failed builds, and a
  * kill -9 of the whole platform while apps run.
  */
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { TestPlatform, cliOk, waitFor } from './helpers/platform.ts';
+import { platformSuite, waitFor } from './helpers/platform.ts';
 import { appDir, bootStampApp } from './helpers/apps.ts';
 
-let p: TestPlatform;
-let token: string;
-let cwd: string;
-
-before(async () => {
-  p = await TestPlatform.start({ isolation: 'sandbox' });
-  token = await p.token();
-  cwd = await mkdtemp(join(tmpdir(), 'swg-cwd-'));
-});
-after(async () => {
-  await p?.destroy();
-});
-
-async function run(args: string[]) {
-  return p.cli(args, token, { cwd });
-}
-const ok = (args: string[]) => cliOk(p, args, token, cwd);
+const suite = platformSuite({ isolation: 'sandbox' });
+const { ok, run } = suite;
 async function ps(app: string): Promise<any[]> {
   return JSON.parse((await ok(['ps', '--app', app, '--json'])).stdout);
 }
 async function serving(app: string) {
   return waitFor(`200 from ${app}`, async () => {
-    const r = await p.viaRouter(app);
+    const r = await suite.p.viaRouter(app);
     return r.status === 200 && (await r.text());
   }, 30_000);
 }
@@ -48,7 +30,7 @@ test('an app whose start command exits shows crashed with the exit code and its 
   assert.match(human.stdout, /crashed/);
   assert.match(human.stdout, /exit 3/);
   await waitFor('restarted with backoff', async () => (await ps('crasher')).some((i) => i.restarts >= 1), 30_000);
-  assert.equal((await fetch(`${p.apiUrl}/v1/health`)).status, 200, 'the platform keeps running');
+  assert.equal((await fetch(`${suite.p.apiUrl}/v1/health`)).status, 200, 'the platform keeps running');
 });
 
 test('an app past its memory limit is OOM-killed and its neighbour is unaffected', async () => {
@@ -109,11 +91,11 @@ test('kill -9 of the platform loses nothing: state intact, running instances ado
   assert.equal(stamps.size, 2);
   const releasesBefore = (await ok(['releases', '--app', 'survivor', '--json'])).stdout;
 
-  await p.kill9();
-  assert.equal(await fetch(`${p.apiUrl}/v1/health`).then(() => 'up', () => 'down'), 'down', 'the platform is really gone');
-  await p.boot();
+  await suite.p.kill9();
+  assert.equal(await fetch(`${suite.p.apiUrl}/v1/health`).then(() => 'up', () => 'down'), 'down', 'the platform is really gone');
+  await suite.p.boot();
 
-  await waitFor('served again', async () => (await p.viaRouter('survivor')).status === 200, 30_000);
+  await waitFor('served again', async () => (await suite.p.viaRouter('survivor')).status === 200, 30_000);
   const after = new Set<string>();
   for (let i = 0; i < 8; i++) after.add(JSON.parse(await serving('survivor')).started);
   assert.deepEqual([...after].sort(), [...stamps].sort(), 'the same processes serve: adopted, not restarted');

@@ -10,6 +10,7 @@ import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
+import { after, before } from 'node:test';
 import { createClient } from '@shellwego/sdk';
 
 const exec = promisify(execFile);
@@ -165,6 +166,31 @@ export class TestPlatform {
       child.on('exit', (code) => res({ code: code ?? -1, stdout, stderr }));
     });
   }
+}
+
+/**
+ * Registers before/after hooks that start one platform for the test file and tear it down, and
+ * returns a handle whose fields are set once the platform runs.
+ */
+export function platformSuite(opts: PlatformOptions = {}) {
+  const s = {
+    p: undefined as unknown as TestPlatform,
+    token: '',
+    /** A scratch working directory for CLI runs (so nothing links the repository's examples). */
+    cwd: '',
+    run: (args: string[]) => s.p.cli(args, s.token, { cwd: s.cwd }),
+    ok: (args: string[]) => cliOk(s.p, args, s.token, s.cwd),
+  };
+  before(async () => {
+    s.p = await TestPlatform.start(opts);
+    s.token = await s.p.token();
+    s.cwd = await mkdtemp(join(tmpdir(), 'swg-cwd-'));
+  });
+  after(async () => {
+    await s.p?.destroy();
+    if (s.cwd) await rm(s.cwd, { recursive: true, force: true });
+  });
+  return s;
 }
 
 /** Runs the CLI and fails the test with the CLI's and the platform's output when it exits non-zero. */

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { FakeApi, apiError, fakeIo, fixtures, runCli, sse } from './testing.ts';
 import type { FakeIo } from './testing.ts';
+import { maskValue } from './commands/releases.ts';
 
 let api: FakeApi;
 let base: string;
@@ -136,12 +137,18 @@ test('scale validates pairs before calling the API; config set splits at the fir
   assert.equal(noEq.code, 2);
 });
 
-test('config lists in full, get prints one value, a missing key exits 1', async () => {
-  api.on('getConfig', () => ({ GREETING: 'hi there', DATABASE_URL: 'postgres://u:p@h/db' }));
+test('config lists masked values, --reveal shows them, --json is raw, get prints one value, a missing key exits 1', async () => {
+  api.on('getConfig', () => ({ GREETING: 'hi there', DATABASE_URL: 'postgres://user:secret@db/app' }));
   const list = await cli(['config', '--app', 'hello']);
-  assert.equal(list.stdout, '=== hello config vars\nDATABASE_URL:  postgres://u:p@h/db\nGREETING:      hi there\n');
+  assert.equal(list.code, 0, list.stderr);
+  assert.equal(list.stdout, '=== hello config vars\nDATABASE_URL:  post…\nGREETING:      ********\n');
+  assert.ok(!list.stdout.includes('secret') && !list.stderr.includes('secret'));
+  assert.match(list.stderr, /masked: `--reveal` shows them/);
+  const revealed = await cli(['config', '--app', 'hello', '--reveal']);
+  assert.equal(revealed.stdout, '=== hello config vars\nDATABASE_URL:  postgres://user:secret@db/app\nGREETING:      hi there\n');
+  assert.equal(revealed.stderr, '');
   const json = await cli(['config', '--app', 'hello', '--json']);
-  assert.deepEqual(JSON.parse(json.stdout), { GREETING: 'hi there', DATABASE_URL: 'postgres://u:p@h/db' });
+  assert.deepEqual(JSON.parse(json.stdout), { GREETING: 'hi there', DATABASE_URL: 'postgres://user:secret@db/app' });
   assert.equal((await cli(['config', 'get', 'GREETING', '--app', 'hello'])).stdout, 'hi there\n');
   const missing = await cli(['config', 'get', 'NOPE', '--app', 'hello']);
   assert.equal(missing.code, 1);
@@ -343,4 +350,11 @@ test('deploy to an unknown app fails before packing', async () => {
   const r = await cli(['deploy', work, '--app', 'nope']);
   assert.equal(r.code, 1);
   assert.equal(r.stderr, "error: app 'nope' not found (not_found)\n");
+});
+
+test('maskValue: a 4-character prefix only for long values, never the whole of a short one', () => {
+  assert.equal(maskValue(''), '********');
+  assert.equal(maskValue('short'), '********');
+  assert.equal(maskValue('fifteen-chars!!'), '********');
+  assert.equal(maskValue('sixteen-chars!!!'), 'sixt…');
 });

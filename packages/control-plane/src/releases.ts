@@ -14,7 +14,7 @@ export function toRelease(r: ReleaseRow, currentReleaseId: string | null): Relea
 export async function readConfig(store: Store, secrets: SecretBox, app: Pick<AppRow, 'id' | 'organizationId'>): Promise<Record<string, string>> {
   const sealed = await store.config.get(app.organizationId, app.id);
   const out: Record<string, string> = {};
-  for (const k of Object.keys(sealed).sort()) out[k] = secrets.open(sealed[k], app.id);
+  for (const k of Object.keys(sealed).sort()) out[k] = await secrets.open(app, sealed[k], store);
   return out;
 }
 
@@ -31,7 +31,7 @@ export async function createRelease(
 ): Promise<ReleaseRow> {
   const release = await tx.releases.create({
     id: newId('rel'), appId: app.id, organizationId: app.organizationId, buildId: r.buildId, description: r.description,
-    processTypes: r.processTypes, artifactDigest: r.artifactDigest, configSealed: secrets.sealJson(r.config, app.id),
+    processTypes: r.processTypes, artifactDigest: r.artifactDigest, configSealed: await secrets.sealJson(app, r.config, tx),
     configKeys: Object.keys(r.config).sort(), createdBy: r.createdBy,
   });
   await tx.apps.update(app.organizationId, app.id, { currentReleaseId: release.id });

@@ -70,7 +70,8 @@ export async function startAllInOne(config: AllInOneConfig, logger: Logger = pin
   const store = await openSqliteStore(dbFile);
   await chmod(dbFile, 0o600); // SQLite creates -wal/-shm with the database file's mode
   const blobs = new FileBlobStore(join(config.dataDir, 'blobs'));
-  const secrets = await SecretBox.fromFile(join(config.dataDir, 'master.key'));
+  // Config values: per-organization data keys wrapped by the file master key (ADR 0005).
+  const secrets = await SecretBox.fromFile(join(config.dataDir, 'master.key'), store);
   const bus = new InProcessBus((err, subject) => logger.error({ err, subject }, 'bus handler failed'));
   const nodeId = await stableNodeId(config.dataDir);
 

@@ -10,11 +10,11 @@ import type { Role, BuildState, InstanceState, NodeState, Stack } from '@shellwe
 import type {
   AppRow, AppsRepo, BuildRow, BuildsRepo, ConfigRepo, EventRow, EventsRepo, FormationRepo, FormationRow, InstanceRow,
   InstancesRepo, MembershipRow, MembershipsRepo, NodeRow, NodesRepo, OrganizationRow, OrganizationsRepo, ReleaseRow,
-  ReleasesRepo, Store, TokenRow, TokensRepo, UserRow, UsersRepo,
+  ReleasesRepo, Store, TokenRow, OrganizationKeyRow, OrganizationKeysRepo, TokensRepo, UserRow, UsersRepo,
 } from './types.ts';
 import type {
   ApiTokensTable, AppsTable, BuildsTable, Database, EventsTable, FormationsTable, InstancesTable, NodesTable,
-  OrganizationsTable, ReleasesTable, UsersTable,
+  OrganizationKeysTable, OrganizationsTable, ReleasesTable, UsersTable,
 } from './schema.ts';
 import { StoreMisuseError, StoreReferenceError, translateError } from './errors.ts';
 import { appliedMigrations } from './migrations/index.ts';
@@ -53,6 +53,7 @@ export class KyselyStore implements Store {
   readonly instances: InstancesRepo;
   readonly events: EventsRepo;
   readonly nodes: NodesRepo;
+  readonly organizationKeys: OrganizationKeysRepo;
 
   readonly #db: Db;
   /** Identity shared by a store and the stores bound to its transactions. */
@@ -84,6 +85,7 @@ export class KyselyStore implements Store {
     this.instances = translated(new Instances(ctx));
     this.events = translated(new Events(ctx));
     this.nodes = translated(new Nodes(ctx));
+    this.organizationKeys = translated(new OrganizationKeys(ctx));
   }
 
   async transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T> {
@@ -218,6 +220,10 @@ const toEvent = (r: Selectable<EventsTable>): EventRow => ({
 const toNode = (r: Selectable<NodesTable>): NodeRow => ({
   id: r.id, name: r.name, state: r.state as NodeState, isolation: r.isolation, cpus: Number(r.cpus), memoryMb: r.memory_mb,
   lastHeartbeatAt: r.last_heartbeat_at, createdAt: r.created_at,
+});
+
+const toOrgKey = (r: Selectable<OrganizationKeysTable>): OrganizationKeyRow => ({
+  organizationId: r.organization_id, provider: r.provider, keyId: r.key_id, wrappedKey: r.wrapped_key, createdAt: r.created_at,
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -729,5 +735,25 @@ class Nodes implements NodesRepo {
 
   async setState(id: string, state: NodeState): Promise<void> {
     await this.c.q().updateTable('nodes').set({ state }).where('id', '=', id).execute();
+  }
+}
+
+class OrganizationKeys implements OrganizationKeysRepo {
+  constructor(private readonly c: Ctx) {}
+
+  async get(organizationId: string): Promise<OrganizationKeyRow | undefined> {
+    const r = await this.c.q().selectFrom('organization_keys').selectAll().where('organization_id', '=', organizationId).executeTakeFirst();
+    return r && toOrgKey(r);
+  }
+
+  async createIfAbsent(row: Omit<OrganizationKeyRow, 'createdAt'>): Promise<OrganizationKeyRow> {
+    return this.c.atomic(async (db) => {
+      await db.insertInto('organization_keys')
+        .values({ organization_id: row.organizationId, provider: row.provider, key_id: row.keyId, wrapped_key: row.wrappedKey, created_at: now() })
+        .onConflict((oc) => oc.column('organization_id').doNothing())
+        .execute();
+      const r = await db.selectFrom('organization_keys').selectAll().where('organization_id', '=', row.organizationId).executeTakeFirstOrThrow();
+      return toOrgKey(r);
+    });
   }
 }

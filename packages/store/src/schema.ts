@@ -155,6 +155,15 @@ export interface NodesTable {
   created_at: string;
 }
 
+/** A wrapped per-organization data key (migration 0002). */
+export interface OrganizationKeysTable {
+  organization_id: string;
+  provider: string;
+  key_id: string;
+  wrapped_key: string;
+  created_at: string;
+}
+
 export interface Database {
   users: UsersTable;
   organizations: OrganizationsTable;
@@ -168,6 +177,7 @@ export interface Database {
   instances: InstancesTable;
   events: EventsTable;
   nodes: NodesTable;
+  organization_keys: OrganizationKeysTable;
 }
 
 /**
@@ -195,6 +205,7 @@ export const UNIQUE_CONSTRAINTS = {
   instances_pkey: 'instances(id)',
   events_pkey: 'events(id)',
   nodes_pkey: 'nodes(id)',
+  organization_keys_pkey: 'organization_keys(organization_id)',
 } as const;
 
 /** The constraints callers are expected to meet; compare with `StoreConflictError.constraint`. */

@@ -43,7 +43,7 @@ describe('sqlite store on disk', () => {
       const path = join(dir, 'shellwego.db');
       const first = await openSqliteStore(path);
       const applied = await first.migrations();
-      assert.deepEqual(applied, ['0001_initial']);
+      assert.deepEqual(applied, ['0001_initial', '0002_organization_keys']);
       await first.organizations.create({ id: newId('org'), name: 'acme' });
       await first.close();
 

@@ -66,6 +66,33 @@ export function storeSuite(name: string, open: () => Promise<Store>): void {
       assert.deepEqual(await store.migrations(), Object.keys(migrations).sort());
     });
 
+    it('organization keys: first writer wins, per organization, whole org row only', async () => {
+      const a = await tenant(store, 'acme');
+      const b = await tenant(store, 'globex');
+      assert.equal(await store.organizationKeys.get(a.org.id), undefined);
+      const first = await store.organizationKeys.createIfAbsent({ organizationId: a.org.id, provider: 'file', keyId: 'k1', wrappedKey: 'wrapped-a' });
+      assert.deepEqual({ ...first, createdAt: '' }, { organizationId: a.org.id, provider: 'file', keyId: 'k1', wrappedKey: 'wrapped-a', createdAt: '' });
+      assert.match(first.createdAt, /^\d{4}-\d\d-\d\dT/);
+      // A second (racing) creator gets the stored key back, not its own.
+      const again = await store.organizationKeys.createIfAbsent({ organizationId: a.org.id, provider: 'file', keyId: 'k2', wrappedKey: 'wrapped-other' });
+      assert.deepEqual(again, first);
+      assert.deepEqual(await store.organizationKeys.get(a.org.id), first);
+      // Concurrent first uses agree on one key.
+      const racers = await Promise.all(['x', 'y', 'z'].map((w) => store.organizationKeys.createIfAbsent({ organizationId: b.org.id, provider: 'file', keyId: 'k1', wrappedKey: w })));
+      assert.equal(new Set(racers.map((r) => r.wrappedKey)).size, 1);
+      assert.equal((await store.organizationKeys.get(b.org.id))!.wrappedKey, racers[0].wrappedKey);
+      // Inside a transaction that rolls back, the key is gone with it.
+      const c = await store.organizations.create({ id: newId('org'), name: 'initech' });
+      await assert.rejects(store.transaction(async (tx) => {
+        await tx.organizationKeys.createIfAbsent({ organizationId: c.id, provider: 'file', keyId: 'k1', wrappedKey: 'w' });
+        assert.ok(await tx.organizationKeys.get(c.id));
+        throw new Error('roll back');
+      }), /roll back/);
+      assert.equal(await store.organizationKeys.get(c.id), undefined);
+      // Only for an existing organization.
+      await assert.rejects(store.organizationKeys.createIfAbsent({ organizationId: 'org_missing', provider: 'file', keyId: 'k1', wrappedKey: 'w' }));
+    });
+
     it('users: create, look up, count, change password, unique email', async () => {
       assert.equal(await store.users.count(), 0);
       const u = await store.users.create({ id: newId('usr'), email: 'ada@example.com', passwordHash: 'h1', platformAdmin: true });

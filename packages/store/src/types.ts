@@ -44,6 +44,9 @@ export interface NodeRow {
   lastHeartbeatAt: string | null; createdAt: string;
 }
 
+/** An organization's data key, wrapped by the master key `keyId` of key provider `provider`. */
+export interface OrganizationKeyRow { organizationId: string; provider: string; keyId: string; wrappedKey: string; createdAt: string }
+
 export interface UsersRepo {
   create(row: Omit<UserRow, 'createdAt'>): Promise<UserRow>;
   byId(id: string): Promise<UserRow | undefined>;
@@ -150,6 +153,15 @@ export interface NodesRepo {
   setState(id: string, state: NodeState): Promise<void>;
 }
 
+export interface OrganizationKeysRepo {
+  get(organizationId: string): Promise<OrganizationKeyRow | undefined>;
+  /**
+   * Stores the key unless the organization already has one; returns the stored row either way
+   * (the first writer wins, so concurrent first uses agree on one key).
+   */
+  createIfAbsent(row: Omit<OrganizationKeyRow, 'createdAt'>): Promise<OrganizationKeyRow>;
+}
+
 export interface Store {
   readonly dialect: 'sqlite' | 'postgres';
   users: UsersRepo;
@@ -164,6 +176,7 @@ export interface Store {
   instances: InstancesRepo;
   events: EventsRepo;
   nodes: NodesRepo;
+  organizationKeys: OrganizationKeysRepo;
   /** Runs `fn` in one database transaction; the Store passed to `fn` is bound to it. */
   transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T>;
   /** Applied migration names, oldest first. */

@@ -8,16 +8,27 @@ import { ago, table } from '../format.ts';
 import { withApp, withJson } from './shared.ts';
 import type { AppOpts, JsonOpts } from './shared.ts';
 
+/**
+ * How `config` shows a value unless `--reveal` is given: values of 16 characters or more show
+ * their first 4 characters and `…` (enough to tell `postgres://…` from `redis://…`, never more
+ * than a quarter of the value); shorter values, which a prefix would give away, are `********`.
+ */
+export function maskValue(value: string): string {
+  return value.length >= 16 ? `${value.slice(0, 4)}…` : '********';
+}
+
 export function registerReleases(program: Command, ctx: Ctx): void {
-  const config = withJson(withApp(program.command('config').description("the app's config vars (environment); `config` alone lists them")));
-  config.action(async (opts: AppOpts & JsonOpts) => {
+  const config = withJson(withApp(program.command('config').description("the app's config vars (environment); `config` alone lists them, values masked")))
+    .option('--reveal', 'show the values in full');
+  config.action(async (opts: AppOpts & JsonOpts & { reveal?: boolean }) => {
     const app = await ctx.app(opts.app);
     const vars = await (await ctx.client()).call('getConfig', { params: { app } });
     if (opts.json) return ctx.json(vars);
     const keys = Object.keys(vars).sort();
     if (keys.length === 0) return ctx.err(`${app} has no config vars. Set one with \`shellwego config set KEY=VALUE\``);
     ctx.out(`=== ${app} config vars`);
-    for (const l of table(null, keys.map((k) => [`${k}:`, vars[k]]))) ctx.out(l);
+    for (const l of table(null, keys.map((k) => [`${k}:`, opts.reveal ? vars[k] : maskValue(vars[k])]))) ctx.out(l);
+    if (!opts.reveal) ctx.err('Values are masked: `--reveal` shows them, `config get KEY` prints one.');
   });
 
   // `config`'s own --app/--json also match after a subcommand, so subcommands read the merged options.

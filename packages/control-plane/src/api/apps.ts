@@ -83,7 +83,8 @@ export const appHandlers = {
     const reserved = Object.keys(body.vars).filter(isReservedEnvKey);
     if (reserved.length) throw badRequest('reserved_config_key', `${reserved.join(', ')} ${reserved.length > 1 ? 'are' : 'is'} set by the platform and cannot be configured`, { keys: reserved });
     const changes: Record<string, string | null> = {};
-    for (const [k, v] of Object.entries(body.vars)) changes[k] = v === null ? null : cp.secrets.seal(v, app.id);
+    for (const [k, v] of Object.entries(body.vars)) changes[k] = v === null ? null : await cp.secrets.seal(app, v);
+    await cp.secrets.ensureKey(app.organizationId); // the release snapshot below is sealed inside the transaction
     const set = Object.keys(body.vars).filter((k) => body.vars[k] !== null);
     const unset = Object.keys(body.vars).filter((k) => body.vars[k] === null);
     const description = [set.length ? `Set ${set.join(', ')}` : '', unset.length ? `Unset ${unset.join(', ')}` : ''].filter(Boolean).join('; ');
@@ -167,13 +168,14 @@ export const appHandlers = {
     }
     const target = await cp.store.releases.byVersion(app.organizationId, app.id, targetVersion);
     if (!target) throw notFound('release', `v${targetVersion}`);
-    const config = cp.secrets.openJson<Record<string, string>>(target.configSealed, app.id);
+    const config = await cp.secrets.openJson<Record<string, string>>(app, target.configSealed);
+    await cp.secrets.ensureKey(app.organizationId); // a v1 (pre-0005) snapshot: make the org's key before sealing in the transaction
     // Like Heroku: a rollback restores the code and the config of the target release.
     const release = await cp.store.transaction(async (tx) => {
       const existing = await tx.config.get(app.organizationId, app.id);
       const changes: Record<string, string | null> = {};
       for (const k of Object.keys(existing)) if (!(k in config)) changes[k] = null;
-      for (const [k, v] of Object.entries(config)) changes[k] = cp.secrets.seal(v, app.id);
+      for (const [k, v] of Object.entries(config)) changes[k] = await cp.secrets.seal(app, v, tx);
       if (Object.keys(changes).length) await tx.config.apply(app.organizationId, app.id, changes);
       return createRelease(tx, cp.secrets, app, {
         buildId: target.buildId, processTypes: target.processTypes, artifactDigest: target.artifactDigest, config,

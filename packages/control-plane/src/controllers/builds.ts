@@ -77,6 +77,7 @@ export class BuildController {
         await events.record({ organizationId: build.organizationId, appId: build.appId, type: 'build.failed', message: `Build failed: ${error}`, data: { buildId: build.id } });
       }
     } else {
+      await secrets.ensureKey(app.organizationId); // the release's config snapshot is sealed inside the transaction
       await store.transaction(async (tx) => {
         const config = await readConfig(tx, secrets, app);
         const release = await createRelease(tx, secrets, app, {

@@ -216,7 +216,7 @@ export class Deployer {
         const app = appCache.get(i.appId);
         if (!relCache.has(i.releaseId)) {
           const row = await store.releases.byId(i.organizationId, i.releaseId);
-          relCache.set(i.releaseId, row ? { row, env: secrets.openJson<Record<string, string>>(row.configSealed, row.appId) } : undefined);
+          relCache.set(i.releaseId, row ? { row, env: await secrets.openJson<Record<string, string>>({ id: row.appId, organizationId: row.organizationId }, row.configSealed) } : undefined);
         }
         const rel = relCache.get(i.releaseId);
         if (!app || !rel) continue;

@@ -1,6 +1,7 @@
 import { Migrator } from 'kysely';
 import type { Kysely, Migration, MigrationProvider } from 'kysely';
 import * as m0001 from './0001_initial.ts';
+import * as m0002 from './0002_organization_keys.ts';
 
 /**
  * Every migration, by name. Names sort in the order they run (Kysely sorts them); never rename
@@ -8,6 +9,7 @@ import * as m0001 from './0001_initial.ts';
  */
 export const migrations: Record<string, Migration> = {
   '0001_initial': m0001,
+  '0002_organization_keys': m0002,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

@@ -6,6 +6,7 @@ import { registerAccount } from './commands/account.ts';
 import { registerApps } from './commands/apps.ts';
 import { registerAuth } from './commands/auth.ts';
 import { registerDeploy } from './commands/deploy.ts';
+import { registerGit } from './commands/git.ts';
 import { registerProcesses } from './commands/processes.ts';
 import { registerReleases } from './commands/releases.ts';
 
@@ -37,6 +38,7 @@ export function buildProgram(ctx: Ctx): Command {
   registerAuth(program, ctx);
   registerApps(program, ctx);
   registerDeploy(program, ctx);
+  registerGit(program, ctx);
   registerProcesses(program, ctx);
   registerReleases(program, ctx);
   registerAccount(program, ctx);

@@ -7,6 +7,7 @@ import { authenticate, authorize } from './auth.ts';
 import type { AuthContext } from './auth.ts';
 import type { ControlPlaneContext } from './context.ts';
 import { metrics } from './metrics.ts';
+import { registerGitRoutes } from './git/http.ts';
 
 type Get<T, K extends string> = T extends Record<K, infer V> ? V : undefined;
 type Out<S> = S extends z.ZodType ? z.output<S> : undefined;
@@ -87,6 +88,8 @@ export async function buildHttpServer(cp: ControlPlaneContext, handlers: Handler
     void reply.type(metrics.registry.contentType);
     return metrics.registry.metrics();
   });
+  // git smart-HTTP (`/git/<app>.git/...`): git's protocol, not JSON, so not in the route table.
+  registerGitRoutes(app, cp);
 
   for (const [name, def] of Object.entries(routes) as [RouteName, RouteDef][]) {
     const handler = handlers[name] as Handler<RouteName>;

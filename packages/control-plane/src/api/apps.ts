@@ -1,13 +1,11 @@
-import { rm } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import { join } from 'node:path';
 import { DEFAULT_PLAN, PLANS, badRequest, conflict, isReservedEnvKey, newId, notFound, unprocessable } from '@shellwego/core';
 import { CONSTRAINTS, isConflict } from '@shellwego/store';
 import type { AppRow } from '@shellwego/store';
 import type { ControlPlaneContext } from '../context.ts';
 import type { Handlers } from '../http.ts';
 import { createRelease, readConfig, toRelease } from '../releases.ts';
-import { receiveUpload, validateSourceTarball } from '../uploads.ts';
+import { startSourceBuild } from '../source-builds.ts';
 import { toApp, toBuild, toFormation, toInstance } from './convert.ts';
 
 export async function findApp(cp: ControlPlaneContext, organizationId: string, nameOrId: string): Promise<AppRow> {
@@ -134,20 +132,8 @@ export const appHandlers = {
 
   async createBuild({ auth, params, body, req, cp }) {
     const app = await findApp(cp, auth.organization.id, params.app);
-    const tmp = join(cp.settings.dataDir, 'tmp');
     const declared = req.headers['content-length'] ? Number(req.headers['content-length']) : undefined;
-    const file = await receiveUpload(body as unknown as Readable, tmp, cp.settings.maxUploadBytes, declared);
-    let digest: string;
-    try {
-      await validateSourceTarball(file, { maxBytes: cp.settings.maxUploadBytes, maxUnpackedBytes: 2 * 1024 ** 3, maxEntries: 200_000 });
-      digest = await cp.blobs.putFile(file);
-    } finally {
-      await rm(file, { force: true });
-    }
-    const build = await cp.store.builds.create({ id: newId('bld'), appId: app.id, organizationId: app.organizationId, sourceDigest: digest, createdBy: auth.user.email });
-    await cp.events.record({ organizationId: app.organizationId, appId: app.id, type: 'build.created', message: `Build started by ${auth.user.email}`, data: { buildId: build.id } });
-    cp.logs.platform(app.id, `Build ${build.id} started by ${auth.user.email}`);
-    await cp.builds.request(build);
+    const build = await startSourceBuild(cp, app, body as unknown as Readable, { createdBy: auth.user.email, declaredLength: declared });
     return toBuild(build, null);
   },
 

@@ -3,6 +3,7 @@
  * reports what actually runs. Shaped like Nomad's client (one runner per instance, re-attached
  * after a restart) around a Kubernetes-style level-triggered reconcile loop.
  */
+import { readFileSync } from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -342,6 +343,13 @@ class NodeAgent implements Agent {
       for (const [r, p] of this.ports) if (r !== runner) taken.add(p);
       let port: number | null = null;
       if (preferred && !taken.has(preferred) && (await portFree(preferred))) port = preferred;
+      // Below the kernel's ephemeral range: a port the kernel hands to some other socket's bind(0)
+      // or outgoing connection must not collide with an app that is about to listen on it.
+      const [low, high] = appPortRange();
+      for (let i = 0; port === null && i < 100; i++) {
+        const p = low + Math.floor(Math.random() * (high - low));
+        if (!taken.has(p) && (await portFree(p))) port = p;
+      }
       for (let i = 0; port === null && i < 50; i++) {
         const p = await ephemeralPort();
         if (!taken.has(p)) port = p;
@@ -354,6 +362,16 @@ class NodeAgent implements Agent {
     this.portLock = result.catch(() => {});
     return result;
   }
+}
+
+/** Ports for apps without network namespaces: 20000 up to the start of the kernel's ephemeral range. */
+function appPortRange(): [number, number] {
+  let ephemeralLow = 32768;
+  try {
+    ephemeralLow = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || ephemeralLow;
+  } catch {}
+  const low = Math.min(20000, ephemeralLow - 1000);
+  return [low, Math.max(low + 100, ephemeralLow)];
 }
 
 function portFree(port: number): Promise<boolean> {

@@ -14,6 +14,7 @@ import type { AssignmentsMessage, InstanceSpec } from '@shellwego/core';
 import { InProcessBus } from '@shellwego/bus';
 import type { SandboxExit, SandboxHandle, SandboxRuntime, SandboxSpec } from '@shellwego/sandbox';
 import { createAgent } from './agent.ts';
+import { defaultSecretsDir } from './secrets.ts';
 import type { Agent } from './agent.ts';
 import { BusRecorder, DirBlobStore, buildArtifact, makeSpec } from './testing.ts';
 
@@ -116,8 +117,9 @@ function setup(name: string, runtime = new FakeRuntime(), extra: Partial<Paramet
   const rec = new BusRecorder(bus);
   const nodeId = `nod_${name}`;
   const dataDir = path.join(work, name);
+  const secretsDir = path.join(work, `${name}-secrets`);
   const agent = createAgent({
-    nodeId, name, bus, blobs, runtime, dataDir, logger, heartbeatMs: 200, stopGraceMs: 500, statusIntervalMs: 300,
+    nodeId, name, bus, blobs, runtime, dataDir, secretsDir, logger, heartbeatMs: 200, stopGraceMs: 500, statusIntervalMs: 300,
     backoff: { initialMs: 100, maxMs: 400, resetAfterMs: 60_000 }, ...extra,
   });
   agents.push(agent);
@@ -126,7 +128,7 @@ function setup(name: string, runtime = new FakeRuntime(), extra: Partial<Paramet
     await bus.publish(subjects.assignments(nodeId), { nodeId, generation: gen, instances } satisfies AssignmentsMessage);
     await bus.drain();
   };
-  return { bus, rec, agent, runtime, assign, dataDir, nodeId };
+  return { bus, rec, agent, runtime, assign, dataDir, secretsDir, nodeId };
 }
 
 describe('agent (fake runtime)', () => {
@@ -268,7 +270,7 @@ describe('agent (fake runtime)', () => {
 
     const bus = new InProcessBus();
     const rec = new BusRecorder(bus);
-    const two = createAgent({ nodeId: one.nodeId, name: 'handover', bus, blobs, runtime, dataDir: one.dataDir, logger, heartbeatMs: 200, statusIntervalMs: 300, backoff: { initialMs: 100, maxMs: 400, resetAfterMs: 60_000 } });
+    const two = createAgent({ nodeId: one.nodeId, name: 'handover', bus, blobs, runtime, dataDir: one.dataDir, secretsDir: one.secretsDir, logger, heartbeatMs: 200, statusIntervalMs: 300, backoff: { initialMs: 100, maxMs: 400, resetAfterMs: 60_000 } });
     agents.push(two);
     await two.start();
     const adopted = await rec.untilStatus('ins_h', (s) => s.state === 'running');
@@ -282,5 +284,116 @@ describe('agent (fake runtime)', () => {
     await bus.publish(subjects.assignments(one.nodeId), { nodeId: one.nodeId, generation: 1, instances: [makeSpec('ins_gone', digest, { command: 'listen', index: 2 })] });
     await rec.untilStatus('ins_h', (s) => s.state === 'stopped');
     assert.equal(runtime.alive().length, 1);
+  });
+});
+
+describe('instance env (secrets) never on disk with the record', () => {
+  const CANARY = 'canary-6b1f0c9e2d';
+  const secretSpec = (id: string) => makeSpec(id, digest, { command: 'listen', env: { NODE_ENV: 'production', SECRET_TOKEN: CANARY } });
+  const recordFile = (dataDir: string, id: string) => path.join(dataDir, 'instances', id, 'instance.json');
+  const envFile = (secretsDir: string, id: string) => path.join(secretsDir, 'env', `${id}.json`);
+
+  /** Agent one runs `id`, then goes away leaving it running; returns what agent two needs. */
+  async function runThenLeave(name: string, id: string) {
+    const runtime = new FakeRuntime();
+    const one = setup(name, runtime);
+    await one.agent.start();
+    await one.assign([secretSpec(id)]);
+    await one.rec.untilStatus(id, (s) => s.state === 'running');
+    await one.agent.stop({ leaveRunning: true });
+    const next = () => setup(name, runtime, { secretsDir: one.secretsDir });
+    return { one, runtime, next };
+  }
+
+  it('the default secrets directory is per agent under /run/shellwego', () => {
+    assert.match(defaultSecretsDir('/var/lib/shellwego/agent'), /^\/run\/shellwego\/agent-[0-9a-f]{16}$/);
+    assert.notEqual(defaultSecretsDir('/a'), defaultSecretsDir('/b'));
+  });
+
+  it('instance.json holds no env; the env is a 0600 file in a 0700 secretsDir, removed on stop', async () => {
+    const { rec, agent, assign, dataDir, secretsDir, runtime } = setup('envfile');
+    await agent.start();
+    await assign([secretSpec('ins_e')]);
+    await rec.untilStatus('ins_e', (s) => s.state === 'running');
+    assert.equal(runtime.starts[0].env.SECRET_TOKEN, CANARY, 'the process gets its env');
+    const text = await fsp.readFile(recordFile(dataDir, 'ins_e'), 'utf8');
+    assert.ok(!text.includes(CANARY), 'instance.json holds no value');
+    assert.equal(JSON.parse(text).spec.env, undefined);
+    const st = await fsp.stat(envFile(secretsDir, 'ins_e'));
+    assert.equal(st.mode & 0o777, 0o600);
+    assert.equal((await fsp.stat(path.join(secretsDir, 'env'))).mode & 0o777, 0o700);
+    assert.equal((await fsp.stat(secretsDir)).mode & 0o777, 0o700);
+    assert.deepEqual(JSON.parse(await fsp.readFile(envFile(secretsDir, 'ins_e'), 'utf8')), secretSpec('ins_e').env);
+    await assign([]);
+    await rec.untilStatus('ins_e', (s) => s.state === 'stopped');
+    await assert.rejects(fsp.stat(envFile(secretsDir, 'ins_e')), 'env file removed with the instance');
+  });
+
+  it('a restarted agent restores the env: the adopted instance equals its assignment and is not replaced', async () => {
+    const { runtime, next } = await runThenLeave('envadopt', 'ins_a');
+    const two = next();
+    await two.agent.start();
+    await two.rec.untilStatus('ins_a', (s) => s.state === 'running');
+    await two.assign([secretSpec('ins_a')]);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(runtime.starts.length, 1, 'not restarted');
+    // It crashes: restarted at once with its restored env, no assignment needed.
+    runtime.procs.get('ins_a')!.end({ exitCode: 1, signal: null, oomKilled: false });
+    await two.rec.untilStatus('ins_a', (s) => s.state === 'running' && s.restarts === 1);
+    assert.equal(runtime.starts.length, 2);
+    assert.equal(runtime.starts[1].env.SECRET_TOKEN, CANARY);
+  });
+
+  it('env file gone (reboot cleared /run): never started with an empty env, waits for its assignment', async () => {
+    const { one, runtime, next } = await runThenLeave('envlost', 'ins_l');
+    runtime.procs.get('ins_l')!.end({ exitCode: null, signal: 'SIGKILL', oomKilled: false });
+    await fsp.rm(path.join(one.secretsDir, 'env'), { recursive: true });
+    const two = next();
+    await two.agent.start();
+    await two.rec.untilStatus('ins_l', (s) => s.state === 'crashed');
+    await new Promise((r) => setTimeout(r, 600)); // several backoff periods
+    assert.equal(runtime.starts.length, 1, 'not restarted without its env');
+    await two.assign([secretSpec('ins_l')]);
+    await two.rec.untilStatus('ins_l', (s) => s.state === 'running');
+    assert.equal(runtime.starts.length, 2);
+    assert.equal(runtime.starts[1].env.SECRET_TOKEN, CANARY, 'started with the assigned env');
+    assert.equal(JSON.parse(await fsp.readFile(envFile(one.secretsDir, 'ins_l'), 'utf8')).SECRET_TOKEN, CANARY);
+  });
+
+  it('env file gone but the process still runs: adopted, then kept (not replaced) when its assignment arrives', async () => {
+    const { one, runtime, next } = await runThenLeave('envlostlive', 'ins_v');
+    await fsp.rm(envFile(one.secretsDir, 'ins_v'));
+    const two = next();
+    await two.agent.start();
+    await two.rec.untilStatus('ins_v', (s) => s.state === 'running');
+    await two.assign([secretSpec('ins_v')]);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(runtime.starts.length, 1, 'not replaced');
+    assert.equal(JSON.parse(await fsp.readFile(envFile(one.secretsDir, 'ins_v'), 'utf8')).SECRET_TOKEN, CANARY);
+  });
+
+  it('loads a record of the previous version (env inline) and moves the env out of it', async () => {
+    const { one, runtime, next } = await runThenLeave('envlegacy', 'ins_o');
+    const file = recordFile(one.dataDir, 'ins_o');
+    const legacy = JSON.parse(await fsp.readFile(file, 'utf8'));
+    legacy.spec.env = secretSpec('ins_o').env;
+    await fsp.writeFile(file, JSON.stringify(legacy, null, 2), { mode: 0o600 });
+    await fsp.rm(path.join(one.secretsDir, 'env'), { recursive: true });
+    const two = next();
+    await two.agent.start();
+    await two.rec.untilStatus('ins_o', (s) => s.state === 'running');
+    assert.ok(!(await fsp.readFile(file, 'utf8')).includes(CANARY), 'rewritten without the env');
+    assert.deepEqual(JSON.parse(await fsp.readFile(envFile(one.secretsDir, 'ins_o'), 'utf8')), secretSpec('ins_o').env);
+    await two.assign([secretSpec('ins_o')]);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(runtime.starts.length, 1, 'not replaced');
+  });
+
+  it('drops env files of instances that no longer exist', async () => {
+    const { secretsDir, agent } = setup('envorphan');
+    await fsp.mkdir(path.join(secretsDir, 'env'), { recursive: true, mode: 0o700 });
+    await fsp.writeFile(envFile(secretsDir, 'ins_ghost'), JSON.stringify({ SECRET_TOKEN: CANARY }), { mode: 0o600 });
+    await agent.start();
+    await assert.rejects(fsp.stat(envFile(secretsDir, 'ins_ghost')));
   });
 });

@@ -21,6 +21,7 @@ import type { BackoffOptions, InstanceInfo, RunnerContext } from './instance-run
 import { reconcile } from './reconcile.ts';
 import type { Action } from './reconcile.ts';
 import { instancePaths, readRecord } from './record.ts';
+import { UNOPENED_ENV_STORE, openEnvStore } from './secrets.ts';
 
 export interface AgentOptions {
   nodeId: string;
@@ -29,8 +30,14 @@ export interface AgentOptions {
   bus: Bus;
   blobs: BlobStore;
   runtime: SandboxRuntime;
-  /** Everything the agent keeps: artifacts/, instances/. */
+  /** Everything the agent keeps: artifacts/, instances/ (never instance env: see secretsDir). */
   dataDir: string;
+  /**
+   * Where instance env (config vars: secrets) is kept, in `<secretsDir>/env/<instanceId>.json`
+   * (dir 0700, files 0600); should be a tmpfs. Default `/run/shellwego/agent-<sha256(dataDir):16>`
+   * when /run is a writable tmpfs, else env is kept in memory only.
+   */
+  secretsDir?: string;
   logger?: Logger;
   /** Default 5000. */
   heartbeatMs?: number;
@@ -94,6 +101,7 @@ class NodeAgent implements Agent {
       nodeId: opts.nodeId,
       runtime: opts.runtime,
       artifacts: this.artifacts,
+      envs: UNOPENED_ENV_STORE,
       logger: this.logger,
       stopGraceMs: opts.stopGraceMs ?? 10_000,
       bootTimeoutMs: opts.bootTimeoutMs ?? 60_000,
@@ -113,8 +121,10 @@ class NodeAgent implements Agent {
     if (this.state !== 'new') throw new Error(`agent ${this.opts.nodeId} was already started`);
     this.state = 'starting';
     await this.prepareDirs();
+    this.ctx.envs = await openEnvStore({ dataDir: this.opts.dataDir, secretsDir: this.opts.secretsDir, logger: this.logger });
     await this.artifacts.init();
     await this.restoreInstances();
+    await this.dropOrphanEnvs();
     this.sub = this.opts.bus.subscribe<AssignmentsMessage>(subjects.assignments(this.opts.nodeId), (m) => this.onAssignments(m));
     this.state = 'started';
     this.heartbeat();
@@ -180,8 +190,9 @@ class NodeAgent implements Agent {
     for (const name of names) {
       if (!INSTANCE_DIR_RE.test(name)) continue;
       const paths = instancePaths(this.instancesDir, name);
-      const record = await readRecord(paths.record);
-      if (!record || record.spec.instanceId !== name) {
+      const loaded = await readRecord(paths.record);
+      const record = loaded?.record;
+      if (!loaded || !record || record.spec.instanceId !== name) {
         // Created but never recorded (crash during creation) or unreadable: make sure nothing
         // runs from it, then drop it. Still assigned? The next pass starts it afresh.
         this.logger.warn({ dir: paths.dir }, 'instance directory without a readable record: removed');
@@ -189,11 +200,25 @@ class NodeAgent implements Agent {
         await fsp.rm(paths.dir, { recursive: true, force: true }).catch(() => {});
         continue;
       }
+      // The env lives in the EnvStore; records of earlier versions held it inline (rewritten
+      // without it at once). Neither (a reboot cleared the tmpfs): unknown, and the runner waits
+      // for the assignment to supply it.
+      const stored = await this.ctx.envs.read(name);
+      const env = stored ?? loaded.inlineEnv;
+      if (env) record.spec = { ...record.spec, env };
       try {
-        this.runners.set(name, await InstanceRunner.restore(this.ctx, paths, record));
+        this.runners.set(name, await InstanceRunner.restore(this.ctx, paths, record, loaded.inlineEnv ? 'inline' : stored ? 'store' : null));
       } catch (err) {
         this.logger.error({ err, instance: name }, 'cannot restore instance');
       }
+    }
+  }
+
+  /** Env files of instances that no longer exist here (removed while the agent was away). */
+  private async dropOrphanEnvs(): Promise<void> {
+    for (const id of await this.ctx.envs.list()) {
+      if (this.runners.has(id)) continue;
+      await this.ctx.envs.remove(id).catch((err) => this.logger.warn({ err, instance: id }, 'cannot remove stale instance env'));
     }
   }
 
@@ -256,6 +281,14 @@ class NodeAgent implements Agent {
     }
     for (const id of this.rejected.keys()) if (!seen.has(id)) this.rejected.delete(id);
 
+    // Restored instances whose env was lost learn it from their assignment before comparing, so an
+    // adopted process is not replaced just because its env was unknown.
+    const wanted = new Map<string, InstanceSpec>();
+    for (const spec of valid) if (!wanted.has(spec.instanceId)) wanted.set(spec.instanceId, spec);
+    for (const r of this.runners.values()) {
+      const spec = wanted.get(r.instanceId);
+      if (r.needsEnv && spec) r.provideEnv(spec.env ?? {});
+    }
     const actual = [...this.runners.values()].map((r) => ({ instanceId: r.instanceId, spec: r.spec, phase: r.phase }));
     for (const action of reconcile(valid, actual)) {
       try {

@@ -17,6 +17,7 @@ import { LogTail, lastLines } from './log-tail.ts';
 import type { ActualPhase } from './reconcile.ts';
 import { writeRecord } from './record.ts';
 import type { InstancePaths, InstanceRecord } from './record.ts';
+import type { EnvStore } from './secrets.ts';
 
 export interface BackoffOptions {
   initialMs: number;
@@ -29,6 +30,8 @@ export interface RunnerContext {
   nodeId: string;
   runtime: SandboxRuntime;
   artifacts: ArtifactCache;
+  /** Where instance env lives (tmpfs or memory): instance.json never holds it. */
+  envs: EnvStore;
   logger: Logger;
   stopGraceMs: number;
   bootTimeoutMs: number;
@@ -45,6 +48,9 @@ export interface RunnerContext {
 }
 
 type Command = 'run' | 'stop' | 'detach';
+
+/** Where a restored record's env came from: the EnvStore, inline in an old record, or nowhere (unknown). */
+export type EnvSource = 'store' | 'inline' | null;
 
 const UNKNOWN_EXIT: SandboxExit = { exitCode: null, signal: null, oomKilled: false };
 const PERSIST_THROTTLE_MS = 2000;
@@ -88,6 +94,11 @@ export class InstanceRunner {
   private persistTimer: NodeJS.Timeout | null = null;
   private persisting: Promise<void> = Promise.resolve();
   private gone = false;
+  /** False when a restored record's env was lost (reboot cleared tmpfs): never start without it. */
+  private envKnown = true;
+  /** The env last written to the EnvStore (JSON), to write it only when it changes. */
+  private envStored: string | null = null;
+  private envWaitLogged = false;
 
   private constructor(
     private readonly ctx: RunnerContext,
@@ -119,7 +130,9 @@ export class InstanceRunner {
     await fsp.mkdir(paths.dir, { recursive: true, mode: 0o711 });
     await fsp.chmod(paths.dir, 0o711);
     const record: InstanceRecord = {
-      v: 1, spec, ...base, port: spec.port, restarts: 0, consecutiveCrashes: 0, logOffset: 0, runLogOffset: 0,
+      // Without namespaces the spec's port (5000 for every web instance) is the one port sure to be
+      // contended: 0 makes the first start pick one (isolation `none`).
+      v: 1, spec, ...base, port: ctx.runtime.isolation === 'none' ? 0 : spec.port, restarts: 0, consecutiveCrashes: 0, logOffset: 0, runLogOffset: 0,
       restartGeneration: spec.restartGeneration, phase: 'starting', desired: 'running', pid: null, startedAt: null, ip: null,
       runningSince: null, lastExit: null, lastLog: [],
     };
@@ -136,8 +149,12 @@ export class InstanceRunner {
    * An instance found on disk when the agent starts: adopt its process when it still runs (no
    * restart), otherwise account for how it ended while we were away and carry on from there.
    */
-  static async restore(ctx: RunnerContext, paths: InstancePaths, record: InstanceRecord): Promise<InstanceRunner> {
+  static async restore(ctx: RunnerContext, paths: InstancePaths, record: InstanceRecord, envSource: EnvSource): Promise<InstanceRunner> {
     const r = new InstanceRunner(ctx, paths, record, ctx.runtime.isolation);
+    r.envKnown = envSource !== null;
+    if (envSource === 'store') r.envStored = JSON.stringify(record.spec.env);
+    // A record of an earlier version held the env inline: move it to the EnvStore now.
+    if (envSource === 'inline') await r.persistNow();
     let handle: SandboxHandle | null = null;
     if (record.pid !== null) {
       handle = await ctx.runtime.adopt(record.sandboxId, paths.state).catch((err) => {
@@ -178,6 +195,24 @@ export class InstanceRunner {
   /** The spec the instance converges to (the replacement's, while one is under way). */
   get spec(): InstanceSpec {
     return this.nextSpec ?? this.record.spec;
+  }
+
+  /** True while the env is unknown (lost with a reboot) and no assignment supplied it yet. */
+  get needsEnv(): boolean {
+    return !this.envKnown && this.nextSpec === null;
+  }
+
+  /**
+   * The env of the assignment for this instance, when the restored record's env was lost: the
+   * instance (re)starts with it, and an adopted process is compared with its assignment as usual.
+   */
+  provideEnv(env: Record<string, string>): void {
+    if (this.envKnown) return;
+    this.record.spec = { ...this.record.spec, env: { ...env } };
+    this.envKnown = true;
+    this.ctx.logger.info({ instance: this.instanceId }, 'instance env restored from its assignment');
+    void this.persistNow();
+    this.poke();
   }
 
   get port(): number {
@@ -276,6 +311,10 @@ export class InstanceRunner {
       if (start.backoff) await this.interruptibleSleep(this.backoffDelay());
       for (;;) {
         if (this.cmd !== 'run') break;
+        if (!handle && !exit && this.needsEnv) {
+          await this.waitForEnv();
+          continue;
+        }
         if (!handle && !exit) {
           try {
             handle = await this.launch();
@@ -325,6 +364,17 @@ export class InstanceRunner {
     }
   }
 
+  /** Never start with an empty env: wait until an assignment supplies it (provideEnv / replace). */
+  private async waitForEnv(): Promise<void> {
+    const woken = this.woken;
+    if (this.cmd !== 'run' || !this.needsEnv) return;
+    if (!this.envWaitLogged) {
+      this.envWaitLogged = true;
+      this.ctx.logger.warn({ instance: this.instanceId }, 'instance env unknown (secrets directory cleared): waiting for its assignment before starting it');
+    }
+    await woken;
+  }
+
   private backoffDelay(): number {
     const { initialMs, maxMs } = this.ctx.backoff;
     const n = Math.max(1, this.record.consecutiveCrashes);
@@ -343,6 +393,7 @@ export class InstanceRunner {
       this.record.spec = this.nextSpec;
       this.record.restartGeneration = this.nextSpec.restartGeneration;
       this.nextSpec = null;
+      this.envKnown = true;
     }
     const spec = this.record.spec;
     this.exit = null;
@@ -490,6 +541,9 @@ export class InstanceRunner {
     await fsp.rm(this.paths.dir, { recursive: true, force: true }).catch((err) =>
       this.ctx.logger.warn({ err, instance: this.instanceId }, 'cannot remove instance directory'),
     );
+    await this.ctx.envs.remove(this.instanceId).catch((err) =>
+      this.ctx.logger.warn({ err, instance: this.instanceId }, 'cannot remove instance env'),
+    );
     // `stopped` means gone for good: no process, no sandbox, no directory.
     this.setState('stopped');
     this.ctx.logger.info({ instance: this.instanceId }, 'instance stopped');
@@ -532,11 +586,24 @@ export class InstanceRunner {
     this.persistTimer.unref();
   }
 
-  /** Serialised, atomic write of instance.json; failures are logged, never thrown. */
+  /**
+   * Serialised, atomic write of instance.json (without env) and, when it changed, of the env to
+   * the EnvStore (first, so a record never refers to a spec whose env is older); failures are
+   * logged, never thrown.
+   */
   persistNow(): Promise<void> {
     this.persisting = this.persisting.then(async () => {
       if (this.gone) return;
       this.record.logOffset = this.tail.offset;
+      const env = this.envKnown ? JSON.stringify(this.record.spec.env ?? {}) : null;
+      if (env !== null && env !== this.envStored) {
+        try {
+          await this.ctx.envs.write(this.instanceId, this.record.spec.env ?? {});
+          this.envStored = env;
+        } catch (err) {
+          this.ctx.logger.warn({ err, instance: this.instanceId }, 'cannot store instance env');
+        }
+      }
       try {
         await writeRecord(this.paths.record, this.record);
       } catch (err) {

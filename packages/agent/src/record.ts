@@ -1,6 +1,9 @@
 /**
  * The on-disk record of one instance, <dataDir>/instances/<id>/instance.json: everything a
  * restarted agent needs to adopt the process, report it truthfully and carry on tailing its log.
+ * Except the env (config vars: secrets): `spec.env` is never written here; the runner keeps it in
+ * the agent's EnvStore (tmpfs, see secrets.ts). Records of earlier versions held it inline: they
+ * still load (readRecord hands the env back) and the next write leaves it out.
  */
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
@@ -15,7 +18,7 @@ export type RecordPhase = 'starting' | 'running' | 'backoff' | 'stopping';
 
 export interface InstanceRecord {
   v: 1;
-  /** The spec the current (or next) process runs. */
+  /** The spec the current (or next) process runs; on disk without `env`. */
   spec: InstanceSpec;
   sandboxId: string;
   uid: number;
@@ -62,14 +65,23 @@ export function instancePaths(instancesRoot: string, instanceId: string): Instan
   };
 }
 
+/** Atomic write of the record, `spec.env` left out. */
 export async function writeRecord(file: string, rec: InstanceRecord): Promise<void> {
+  const { env: _env, ...spec } = rec.spec;
   const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
-  await fsp.writeFile(tmp, JSON.stringify(rec, null, 2) + '\n', { mode: 0o600 });
+  await fsp.writeFile(tmp, JSON.stringify({ ...rec, spec }, null, 2) + '\n', { mode: 0o600 });
   await fsp.rename(tmp, file);
 }
 
+export interface LoadedRecord {
+  /** The record; its `spec.env` is `{}` unless `env` is known. */
+  record: InstanceRecord;
+  /** The env held inline by a record of an earlier version, else null (look in the EnvStore). */
+  inlineEnv: Record<string, string> | null;
+}
+
 /** The record, or null when missing or unreadable (a half-created instance dir). */
-export async function readRecord(file: string): Promise<InstanceRecord | null> {
+export async function readRecord(file: string): Promise<LoadedRecord | null> {
   let text: string;
   try {
     text = await fsp.readFile(file, 'utf8');
@@ -79,7 +91,10 @@ export async function readRecord(file: string): Promise<InstanceRecord | null> {
   try {
     const r = JSON.parse(text) as InstanceRecord;
     if (r?.v !== 1 || !r.spec || typeof r.sandboxId !== 'string') return null;
-    return r;
+    const env: unknown = r.spec.env;
+    const inlineEnv = env && typeof env === 'object' && !Array.isArray(env) ? (env as Record<string, string>) : null;
+    r.spec = { ...r.spec, env: inlineEnv ?? {} };
+    return { record: r, inlineEnv };
   } catch {
     return null;
   }

@@ -21,6 +21,7 @@ import { extractSource } from './extract.ts';
 import { NodeProvisioner } from './node-runtime.ts';
 import type { NodeDistOptions } from './node-runtime.ts';
 import { LogTail } from './tail.ts';
+import { exists } from './fsutil.ts';
 
 export const DEFAULT_BUILD_UID = 65533;
 export const DEFAULT_TIMEOUT_MS = 15 * 60_000;
@@ -111,14 +112,6 @@ function fmtSize(bytes: number): string {
   return `${(bytes / 1024).toFixed(1)} KB`;
 }
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await fsp.lstat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function isRootUser(): boolean {
   return typeof process.getuid === 'function' && process.getuid() === 0;

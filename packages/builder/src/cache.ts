@@ -14,6 +14,7 @@ import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { exists } from './fsutil.ts';
 
 /** JSON with sorted object keys, so equal values hash equally. */
 export function stableStringify(v: unknown): string {
@@ -185,11 +186,3 @@ export class DepCache {
   }
 }
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await fsp.lstat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}

@@ -14,6 +14,7 @@ import { pipeline } from 'node:stream/promises';
 import semver from 'semver';
 import * as tar from 'tar';
 import { BuildError } from './errors.ts';
+import { exists } from './fsutil.ts';
 
 export const DEFAULT_REGISTRY = 'https://registry.npmjs.org';
 
@@ -204,11 +205,3 @@ export class NodeProvisioner {
   }
 }
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await fsp.access(p);
-    return true;
-  } catch {
-    return false;
-  }
-}

@@ -135,6 +135,13 @@ export function scanRequestHeaders(raw: string[], ctx: ForwardContext, forUpgrad
 }
 
 /**
+ * Response headers never passed to the client, besides Connection, Keep-Alive and
+ * Transfer-Encoding (which each reader handles itself): hop-by-hop headers, and the backend's
+ * own X-Request-Id (the router sets its own). One list for both response paths.
+ */
+export const DROPPED_RESPONSE_HEADERS: ReadonlySet<string> = new Set(['proxy-connection', 'proxy-authenticate', 'te', 'trailer', 'upgrade', 'x-request-id']);
+
+/**
  * Copies a backend's response headers for the client: drops hop-by-hop headers (Node frames the
  * body itself) and the backend's own X-Request-Id, then adds the router's X-Request-Id.
  */
@@ -143,21 +150,16 @@ export function responseHeaders(raw: string[], requestId: string, closing: boole
   let connection: string | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i];
-    switch (name.toLowerCase()) {
+    const lower = name.toLowerCase();
+    switch (lower) {
       case 'connection':
         connection = raw[i + 1];
         break;
       case 'keep-alive':
       case 'transfer-encoding':
-      case 'proxy-connection':
-      case 'proxy-authenticate':
-      case 'te':
-      case 'trailer':
-      case 'upgrade':
-      case 'x-request-id':
         break;
       default:
-        out.push(name, raw[i + 1]);
+        if (!DROPPED_RESPONSE_HEADERS.has(lower)) out.push(name, raw[i + 1]);
     }
   }
   if (connection !== undefined) {

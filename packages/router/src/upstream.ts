@@ -13,6 +13,7 @@
 import net from 'node:net';
 import type { Socket } from 'node:net';
 import type { Backend } from './table.ts';
+import { DROPPED_RESPONSE_HEADERS } from './headers.ts';
 
 /** What a connection reports to the request it is serving. */
 export interface UpstreamHandler {
@@ -422,7 +423,8 @@ export class UpstreamConn {
       if (colon <= 0) return this.failed(protocolError('malformed header line'));
       const name = l.slice(0, colon);
       const value = l.slice(colon + 1).trim();
-      switch (name.toLowerCase()) {
+      const lower = name.toLowerCase();
+      switch (lower) {
         case 'content-length': {
           if (!/^\d{1,15}$/.test(value)) return this.failed(protocolError('bad Content-Length'));
           const n = Number(value);
@@ -443,15 +445,8 @@ export class UpstreamConn {
           if (m) keepAliveHint = Number(m[1]) * 1000;
           break;
         }
-        case 'proxy-connection':
-        case 'proxy-authenticate':
-        case 'te':
-        case 'trailer':
-        case 'upgrade':
-        case 'x-request-id':
-          break;
         default:
-          out.push(name, value);
+          if (!DROPPED_RESPONSE_HEADERS.has(lower)) out.push(name, value);
       }
     }
     if (transferEncoding && contentLength >= 0) return this.failed(protocolError('both Transfer-Encoding and Content-Length'));

@@ -14,6 +14,8 @@ let p: TestPlatform;
 let tokenA: string;
 let tokenB: string;
 let buildId: string;
+let hookId: string;
+let deploymentId: string;
 
 /** A body that passes validation for each route, so the only reason to fail is tenancy. */
 const validBodies: Partial<Record<keyof typeof routes, unknown>> = {
@@ -22,6 +24,12 @@ const validBodies: Partial<Record<keyof typeof routes, unknown>> = {
   scale: { quantities: { web: 3 } },
   rollback: { version: 1 },
   restart: {},
+  createWebhook: { provider: 'github', repository: 'https://git.example.com/snoop.git' },
+  createImageBuild: { image: 'registry.example/snoop:v1' },
+  addDomain: { hostname: 'snoop.example.com' },
+  updateDomain: { redirectHttps: true },
+  setHealthcheck: { healthcheck: null },
+  updateDeploySettings: { strategy: 'canary' },
 };
 
 before(async () => {
@@ -35,6 +43,13 @@ before(async () => {
     body: makeTarGz([{ name: 'index.html', content: '<h1>a</h1>' }]) as unknown as BodyInit,
   });
   buildId = ((await up.json()) as { id: string }).id;
+  // A real deployment of A's (the build above releases v1), so its id is one that exists.
+  for (let i = 0; i < 300 && !deploymentId; i++) {
+    deploymentId = (await a.call('listDeployments', { params: { app: 'secret-app' }, query: {} }))[0]?.id;
+    if (!deploymentId) await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.ok(deploymentId, 'organization A has a deployment');
+  hookId = (await a.call('createWebhook', { params: { app: 'secret-app' }, body: { provider: 'github', repository: 'https://git.example.com/a.git' } })).id;
 
   // Organization B: its own owner, created through the API like any tenant.
   const added = await a.call('addMember', { body: { email: 'other@example.com', role: 'viewer' } });
@@ -60,7 +75,7 @@ test('the route table has app-scoped routes to check', () => {
 for (const [name, def] of appRoutes) {
   test(`${def.method} ${def.path} → 404 for another organization (${name})`, async () => {
     for (const app of ['secret-app', await appId()]) {
-      const path = fillPath(def.path, { app, build: buildId });
+      const path = fillPath(def.path, { app, build: buildId, hook: hookId, domain: 'snoop.example.com', type: 'web', deployment: deploymentId });
       const headers: Record<string, string> = { authorization: `Bearer ${tokenB}` };
       let body: string | Buffer | undefined;
       if (def.upload) {

@@ -41,6 +41,7 @@ export class TestPlatform {
   output = '';
   apiUrl = '';
   routerPort = 0;
+  httpsPort = 0;
   apiPort = 0;
   readonly bridge = `swgt${Math.random().toString(36).slice(2, 8)}`;
   readonly cidr = `10.${100 + Math.floor(Math.random() * 150)}.0.0/16`;
@@ -53,6 +54,7 @@ export class TestPlatform {
     const p = new TestPlatform(dir, opts);
     p.apiPort = await freePort();
     p.routerPort = await freePort();
+    p.httpsPort = await freePort();
     await p.boot();
     return p;
   }
@@ -63,12 +65,15 @@ export class TestPlatform {
       SHELLWEGO_DATA_DIR: this.dataDir,
       SHELLWEGO_API_PORT: String(this.apiPort),
       SHELLWEGO_HTTP_PORT: String(this.routerPort),
+      SHELLWEGO_HTTPS_PORT: String(this.httpsPort),
       SHELLWEGO_ADMIN_PASSWORD: ADMIN_PASSWORD,
       SHELLWEGO_ISOLATION: this.opts.isolation ?? 'sandbox',
       SHELLWEGO_BRIDGE: this.bridge,
       SHELLWEGO_BRIDGE_CIDR: this.cidr,
       SHELLWEGO_RECONCILE_MS: '1000',
       SHELLWEGO_LOG_LEVEL: 'warn',
+      // Webhook tests fetch from git servers on loopback.
+      SHELLWEGO_FETCH_ALLOW_PRIVATE: '1',
       ...this.opts.env,
     };
   }
@@ -194,7 +199,7 @@ export function platformSuite(opts: PlatformOptions = {}) {
 }
 
 /** Runs the CLI and fails the test with the CLI's and the platform's output when it exits non-zero. */
-export async function cliOk(p: TestPlatform, args: string[], token: string, cwd: string) {
+export async function cliOk(p: Pick<TestPlatform, 'cli' | 'output'>, args: string[], token: string, cwd: string) {
   const r = await p.cli(args, token, { cwd });
   if (r.code !== 0) {
     throw new Error(`shellwego ${args.join(' ')} failed (${r.code}):\n${r.stdout}\n${r.stderr}\n--- platform ---\n${p.output.slice(-3000)}`);

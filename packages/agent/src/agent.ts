@@ -18,6 +18,7 @@ import { ArtifactCache } from './artifacts.ts';
 import { appUid, sandboxIdFor, specProblem } from './identity.ts';
 import { InstanceRunner } from './instance-runner.ts';
 import type { BackoffOptions, InstanceInfo, RunnerContext } from './instance-runner.ts';
+import { OneOffs } from './oneoff.ts';
 import { reconcile } from './reconcile.ts';
 import type { Action } from './reconcile.ts';
 import { instancePaths, readRecord } from './record.ts';
@@ -92,6 +93,8 @@ class NodeAgent implements Agent {
   private chain: Promise<void> = Promise.resolve();
   private queued = false;
   private state: 'new' | 'starting' | 'started' | 'stopping' | 'stopped' = 'new';
+  /** One-off processes (`shellwego run`): oneoff.ts. */
+  private readonly oneoffs: OneOffs;
 
   constructor(private readonly opts: AgentOptions) {
     this.logger = opts.logger ?? pino({ name: 'shellwego-agent' });
@@ -113,6 +116,9 @@ class NodeAgent implements Agent {
       publishLogs: (appId, lines) => this.publish(subjects.appLogs(appId), { appId, lines } satisfies AppLogMessage),
       onGone: (runner) => this.onGone(runner),
     };
+    this.oneoffs = new OneOffs({
+      nodeId: opts.nodeId, bus: opts.bus, runtime: opts.runtime, artifacts: this.artifacts, root: path.join(opts.dataDir, 'oneoffs'), logger: this.logger, isRoot: this.isRoot,
+    });
   }
 
   // ---------- lifecycle ----------
@@ -125,6 +131,7 @@ class NodeAgent implements Agent {
     await this.artifacts.init();
     await this.restoreInstances();
     await this.dropOrphanEnvs();
+    await this.oneoffs.start();
     this.sub = this.opts.bus.subscribe<AssignmentsMessage>(subjects.assignments(this.opts.nodeId), (m) => this.onAssignments(m));
     this.state = 'started';
     this.heartbeat();
@@ -147,6 +154,7 @@ class NodeAgent implements Agent {
     this.timers = [];
     this.sub?.unsubscribe();
     this.sub = null;
+    await this.oneoffs.stop();
     await this.chain;
     const runners = [...this.runners.values()];
     if (opts.leaveRunning) await Promise.all(runners.map((r) => r.detach()));
@@ -288,6 +296,7 @@ class NodeAgent implements Agent {
     for (const r of this.runners.values()) {
       const spec = wanted.get(r.instanceId);
       if (r.needsEnv && spec) r.provideEnv(spec.env ?? {});
+      if (spec) r.refresh(spec);
     }
     const actual = [...this.runners.values()].map((r) => ({ instanceId: r.instanceId, spec: r.spec, phase: r.phase }));
     for (const action of reconcile(valid, actual)) {
@@ -299,6 +308,7 @@ class NodeAgent implements Agent {
     }
     const keep = new Set<string>(valid.map((s) => s.artifactDigest));
     for (const r of this.runners.values()) keep.add(r.spec.artifactDigest);
+    for (const d of this.oneoffs.digests()) keep.add(d);
     const removed = await this.artifacts.gc(keep);
     if (removed.length) this.logger.info({ artifacts: removed }, 'removed unused artifacts');
   }

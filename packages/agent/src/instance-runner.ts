@@ -4,13 +4,15 @@
  * backoff when it crashes, replace it on a restart command, stop it gracefully, and publish its
  * output and status. One runner's failures stay inside it.
  */
+import { probe, Thresholds } from './readiness.ts';
+export { canConnect } from './readiness.ts';
 import { promises as fsp } from 'node:fs';
-import net from 'node:net';
 import type { Logger } from 'pino';
 import type { InstanceSpec, InstanceState, InstanceStatusMessage, LogLineT } from '@shellwego/core';
 import type { SandboxExit, SandboxHandle, SandboxRuntime, SandboxSpec } from '@shellwego/sandbox';
 import { readFinalExit } from '@shellwego/sandbox';
 import { copyAppDir } from './artifacts.ts';
+import { withImage } from './image-apps.ts';
 import type { ArtifactCache } from './artifacts.ts';
 import { commandLine, dynoName } from './identity.ts';
 import { LogTail, lastLines } from './log-tail.ts';
@@ -63,21 +65,6 @@ async function within<T, F>(p: Promise<T>, ms: number, fallback: F): Promise<T |
   } finally {
     clearTimeout(t);
   }
-}
-
-/** One TCP connect attempt; true when something accepts on host:port. */
-export function canConnect(host: string, port: number, timeoutMs = 500): Promise<boolean> {
-  return new Promise((resolve) => {
-    const sock = net.connect({ host, port });
-    const done = (ok: boolean) => {
-      sock.removeAllListeners();
-      sock.destroy();
-      resolve(ok);
-    };
-    sock.setTimeout(timeoutMs, () => done(false));
-    sock.once('connect', () => done(true));
-    sock.once('error', () => done(false));
-  });
 }
 
 export class InstanceRunner {
@@ -221,7 +208,21 @@ export class InstanceRunner {
 
   get phase(): ActualPhase {
     if (this.cmd === 'stop' || this.state === 'stopping') return this.state === 'stopped' ? 'stopped' : 'stopping';
+    if (this.state === 'unhealthy') return 'running'; // a failing check is the control plane's concern, not a reason to replace
     return this.state === 'pending' ? 'starting' : this.state;
+  }
+
+  /**
+   * Settings that change how the instance is watched and stopped, not what runs (readiness check,
+   * stop timeout): taken from each assignment without a restart.
+   */
+  refresh(spec: InstanceSpec): void {
+    const cur = this.record.spec;
+    if (JSON.stringify(cur.readiness ?? null) === JSON.stringify(spec.readiness ?? null) && cur.stopTimeoutMs === spec.stopTimeoutMs) return;
+    this.record.spec = { ...cur, readiness: spec.readiness, stopTimeoutMs: spec.stopTimeoutMs };
+    if (this.nextSpec) this.nextSpec = { ...this.nextSpec, readiness: spec.readiness, stopTimeoutMs: spec.stopTimeoutMs };
+    void this.persistNow();
+    this.poke();
   }
 
   get pid(): number | null {
@@ -253,7 +254,7 @@ export class InstanceRunner {
       at: new Date().toISOString(),
       restartGeneration: this.record.spec.restartGeneration,
     };
-    if (this.lastLog && this.state === 'crashed') msg.lastLog = this.lastLog;
+    if (this.lastLog && (this.state === 'crashed' || this.state === 'unhealthy' || this.state === 'starting')) msg.lastLog = this.lastLog;
     return msg;
   }
 
@@ -408,7 +409,8 @@ export class InstanceRunner {
     const artifact = await this.ctx.artifacts.ensure(spec.artifactDigest);
     await copyAppDir(artifact, this.paths.app, this.ctx.owner(spec));
     this.record.port = this.isolation === 'none' ? await this.ctx.pickPort(this, this.record.port) : spec.port;
-    const sandboxSpec = this.sandboxSpec(spec);
+    // OCI image apps: same sandbox, the image's root, argv, env, workdir and user (image-apps.ts).
+    const sandboxSpec = await withImage(this.sandboxSpec(spec), this.paths.app, spec, this.isolation, this.ctx.owner(spec));
     const handle = await this.ctx.runtime.start(sandboxSpec);
     this.handle = handle;
     this.record.pid = handle.pid;
@@ -440,8 +442,11 @@ export class InstanceRunner {
   }
 
   /**
-   * Watch a started process: a web process is `running` once it accepts TCP connections on its
-   * port (boot timeout → killed, counted as a crash); others are `running` at once.
+   * Watch a started process: it is `running` (ready for traffic) once its readiness check passes —
+   * an HTTP check when its process type has one, else a TCP connect on $PORT for web (boot timeout
+   * → killed, counted as a crash); other types are `running` at once. After that an HTTP check keeps
+   * running: `unhealthyThreshold` failures in a row report `unhealthy` (out of the router), and
+   * passes bring it back.
    */
   private async supervise(handle: SandboxHandle): Promise<'interrupted' | { exit: SandboxExit; lines: string[] }> {
     let exited: SandboxExit | null = null;
@@ -449,20 +454,34 @@ export class InstanceRunner {
       exited = e;
       return e;
     });
+    const host = handle.ip ?? '127.0.0.1';
     if (this.record.phase !== 'running') {
-      if (this.isWeb) {
+      const readiness = this.record.spec.readiness;
+      if (this.isWeb || readiness) {
+        const thresholds = readiness ? new Thresholds(readiness.healthyThreshold, 1) : null;
+        let lastWhy = '';
+        let reportedWhy = '';
         const waitingSince = Date.now();
         const deadline = waitingSince + this.ctx.bootTimeoutMs;
-        const host = handle.ip ?? '127.0.0.1';
         for (;;) {
           if (exited) return { exit: exited, lines: [] };
           const woken = this.woken;
           if (this.interrupted()) return 'interrupted';
-          if (await canConnect(host, this.record.port, 500)) break;
+          const r = await probe(readiness, host, this.record.port);
+          if (!r.ok && r.why !== reportedWhy && readiness && Date.now() - waitingSince > 1000) {
+            // Say why it is not ready yet (`ps`, and the deployment's reason if it never gets there).
+            reportedWhy = r.why;
+            this.lastLog = [`not ready: ${r.why}`];
+            this.ctx.report(this.status());
+          }
+          if (!r.ok) lastWhy = r.why;
+          if (thresholds ? thresholds.record(r.ok) === 'healthy' : r.ok) break;
           if (Date.now() >= deadline) {
             const ms = this.ctx.bootTimeoutMs;
             const secs = ms % 1000 === 0 ? String(ms / 1000) : (ms / 1000).toFixed(1);
-            const line = `${dynoName(this.record.spec)} did not listen on $PORT within ${secs}s (PORT=${this.record.port}): killed`;
+            const line = readiness
+              ? `${dynoName(this.record.spec)} did not pass its health check within ${secs}s (${lastWhy || 'no answer'}): killed`
+              : `${dynoName(this.record.spec)} did not listen on $PORT within ${secs}s (PORT=${this.record.port}): killed`;
             this.platformLog(line);
             await handle.kill('SIGKILL').catch(() => {});
             const exit = await within(exitP, 10_000, UNKNOWN_EXIT);
@@ -470,7 +489,9 @@ export class InstanceRunner {
           }
           // Most apps listen within a second: probe often then (readiness is on every deploy's
           // critical path), and back off for slow boots. A refused connect costs microseconds.
-          await within(Promise.race([exitP, woken]), Date.now() - waitingSince < 2000 ? 20 : 100, null);
+          // Passes after the first one are spaced by the check's interval (thresholds mean "in a row, over time").
+          const pause = r.ok && readiness ? readiness.intervalMs : Date.now() - waitingSince < 2000 ? 20 : 100;
+          await within(Promise.race([exitP, woken]), pause, null);
         }
       }
       this.record.phase = 'running';
@@ -480,11 +501,36 @@ export class InstanceRunner {
     } else if (this.state !== 'running') {
       this.setState('running');
     }
+    let watch: Thresholds | null = null;
+    let watched = '';
     for (;;) {
       const woken = this.woken;
       if (exited) return { exit: exited, lines: [] };
       if (this.interrupted()) return 'interrupted';
-      await Promise.race([exitP, woken]);
+      const readiness = this.record.spec.readiness;
+      if (!readiness) {
+        if (this.state === 'unhealthy') this.setState('running'); // the check was removed
+        await Promise.race([exitP, woken]);
+        continue;
+      }
+      const key = JSON.stringify(readiness);
+      if (key !== watched) {
+        watched = key;
+        watch = new Thresholds(readiness.healthyThreshold, readiness.unhealthyThreshold);
+      }
+      await within(Promise.race([exitP, woken]), readiness.intervalMs, null);
+      if (exited || this.interrupted()) continue;
+      const r = await probe(readiness, host, this.record.port);
+      const verdict = watch!.record(r.ok);
+      if (verdict === 'unhealthy' && this.state === 'running') {
+        this.lastLog = [`health check failed ${readiness.unhealthyThreshold} times in a row: ${r.ok ? '' : r.why}`];
+        this.platformLog(`${dynoName(this.record.spec)} ${this.lastLog[0]}: out of the router until it passes again`);
+        this.setState('unhealthy');
+      } else if (verdict === 'healthy' && this.state === 'unhealthy') {
+        this.lastLog = undefined;
+        this.platformLog(`${dynoName(this.record.spec)} passes its health check again`);
+        this.setState('running');
+      }
     }
   }
 
@@ -514,7 +560,7 @@ export class InstanceRunner {
   private async terminate(handle: SandboxHandle): Promise<SandboxExit | null> {
     const exitP = handle.wait();
     await handle.kill('SIGTERM').catch((err) => this.ctx.logger.warn({ err, instance: this.instanceId }, 'SIGTERM failed'));
-    let exit = await within(exitP, this.ctx.stopGraceMs, null);
+    let exit = await within(exitP, this.record.spec.stopTimeoutMs ?? this.ctx.stopGraceMs, null);
     if (!exit) {
       await handle.kill('SIGKILL').catch((err) => this.ctx.logger.warn({ err, instance: this.instanceId }, 'SIGKILL failed'));
       exit = await within(exitP, 10_000, null);

@@ -17,6 +17,7 @@ import { build, DEFAULT_BUILD_UID, ensureTraversableBelow } from './build.ts';
 import { NodeProvisioner } from './node-runtime.ts';
 import type { NodeDistOptions } from './node-runtime.ts';
 import { RegistryProxy } from './proxy.ts';
+import { buildImage } from './image-build.ts';
 
 export interface BuilderOptions {
   bus: Bus;
@@ -42,6 +43,10 @@ export interface BuilderOptions {
   concurrency?: number;
   nodeDist?: NodeDistOptions;
   compression?: Compression;
+  /** OCI image builds: the layer cache shared by all apps (default `<cacheDir>/../oci`). */
+  ociDir?: string;
+  /** Registries (host[:port]) pulled over plain HTTP; loopback ones always are. */
+  insecureRegistries?: string[];
 }
 
 export interface Builder {
@@ -156,33 +161,42 @@ export function createBuilder(opts: BuilderOptions): Builder {
     let result: BuildResultMessage;
     try {
       await ready;
-      let proxyUrl: string | null = null;
-      try {
-        proxyUrl = await ensureProxy();
-      } catch (e: any) {
-        logger.error({ err: e?.message }, 'registry proxy unavailable');
-        onLog(` !     warning: ${e?.message}; the build has no network access`);
+      if (req.image) {
+        // Image builds run nothing of the image: no sandbox, no registry proxy.
+        logger.info({ buildId: req.buildId, appId: req.appId, image: req.image.reference }, 'image build started');
+        result = await buildImage(req, {
+          blobs: opts.blobs, workDir: opts.workDir, ociDir: opts.ociDir ?? path.join(path.dirname(opts.cacheDir), 'oci'),
+          insecureRegistries: opts.insecureRegistries, signal: ac.signal, timeoutMs: opts.timeoutMs, logger,
+        }, onLog);
+      } else {
+        let proxyUrl: string | null = null;
+        try {
+          proxyUrl = await ensureProxy();
+        } catch (e: any) {
+          logger.error({ err: e?.message }, 'registry proxy unavailable');
+          onLog(` !     warning: ${e?.message}; the build has no network access`);
+        }
+        logger.info({ buildId: req.buildId, appId: req.appId }, 'build started');
+        result = await build(
+          req,
+          {
+            blobs: opts.blobs,
+            workDir: opts.workDir,
+            cacheDir: opts.cacheDir,
+            runtime: opts.runtime,
+            buildUid: opts.buildUid,
+            buildGid: opts.buildGid,
+            proxyUrl,
+            proxyAccess: proxy,
+            timeoutMs: opts.timeoutMs,
+            signal: ac.signal,
+            logger,
+            provisioner,
+            compression: opts.compression,
+          },
+          onLog,
+        );
       }
-      logger.info({ buildId: req.buildId, appId: req.appId }, 'build started');
-      result = await build(
-        req,
-        {
-          blobs: opts.blobs,
-          workDir: opts.workDir,
-          cacheDir: opts.cacheDir,
-          runtime: opts.runtime,
-          buildUid: opts.buildUid,
-          buildGid: opts.buildGid,
-          proxyUrl,
-          proxyAccess: proxy,
-          timeoutMs: opts.timeoutMs,
-          signal: ac.signal,
-          logger,
-          provisioner,
-          compression: opts.compression,
-        },
-        onLog,
-      );
     } catch (e: any) {
       result = { buildId: req.buildId, ok: false, stack: null, artifactDigest: null, processTypes: {}, cacheHit: null, error: `internal builder error: ${e?.message ?? e}`, durationMs: 0 };
     } finally {

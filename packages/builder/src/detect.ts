@@ -302,5 +302,5 @@ export async function detect(dir: string): Promise<Detection> {
 
 /** "Node.js" etc. for log lines. */
 export function stackLabel(stack: Stack): string {
-  return { node: 'Node.js', python: 'Python', static: 'Static site', procfile: 'Procfile' }[stack];
+  return { node: 'Node.js', python: 'Python', static: 'Static site', procfile: 'Procfile', image: 'OCI image' }[stack];
 }

@@ -17,3 +17,5 @@ export type { NodeDistOptions, RegistryMetadata, NodeRuntimeChoice } from './nod
 export { RegistryProxy, DEFAULT_ALLOWED_HOSTS } from './proxy.ts';
 export type { RegistryProxyOptions } from './proxy.ts';
 export { BuildError } from './errors.ts';
+export { buildImage, IMAGE_CONFIG_FILE, IMAGE_ROOTFS_DIR } from './image-build.ts';
+export type { ImageBuildDeps } from './image-build.ts';

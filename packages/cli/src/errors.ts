@@ -15,6 +15,14 @@ export class UsageError extends Error {
   }
 }
 
+/** Leave with this exit code and no error line (`run` passes on the remote process's code). */
+export class ExitWith extends Error {
+  constructor(readonly exitCode: number) {
+    super(`exit ${exitCode}`);
+    this.name = 'ExitWith';
+  }
+}
+
 /** The work failed for a reason the CLI found itself (not logged in, build failed, timeout…): exit 1. */
 export class CliError extends Error {
   readonly code: string | undefined;

@@ -6,9 +6,13 @@ import { registerAccount } from './commands/account.ts';
 import { registerApps } from './commands/apps.ts';
 import { registerAuth } from './commands/auth.ts';
 import { registerDeploy } from './commands/deploy.ts';
+import { registerDeployments } from './commands/deployments.ts';
+import { registerDomains } from './commands/domains.ts';
 import { registerGit } from './commands/git.ts';
 import { registerProcesses } from './commands/processes.ts';
 import { registerReleases } from './commands/releases.ts';
+import { registerRun } from './commands/run.ts';
+import { registerWebhooks } from './commands/webhooks.ts';
 
 const HELP_FOOTER = `
 Environment:
@@ -38,9 +42,13 @@ export function buildProgram(ctx: Ctx): Command {
   registerAuth(program, ctx);
   registerApps(program, ctx);
   registerDeploy(program, ctx);
+  registerDeployments(program, ctx);
+  registerDomains(program, ctx);
   registerGit(program, ctx);
   registerProcesses(program, ctx);
   registerReleases(program, ctx);
+  registerRun(program, ctx);
   registerAccount(program, ctx);
+  registerWebhooks(program, ctx);
   return program;
 }

@@ -2,7 +2,7 @@
 import { CommanderError } from 'commander';
 import { isApiError, isNetworkError } from '@shellwego/sdk';
 import { Ctx } from './context.ts';
-import { CliError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError } from './errors.ts';
+import { CliError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ExitWith, UsageError } from './errors.ts';
 import type { Io } from './io.ts';
 import { buildProgram } from './program.ts';
 
@@ -24,6 +24,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
 function report(ctx: Ctx, err: unknown): number {
   // Commander has already printed its own `error: …` (or the help).
   if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
+  if (err instanceof ExitWith) return err.exitCode;
   if (ctx.env('SHELLWEGO_DEBUG') && err instanceof Error && err.stack) ctx.err(err.stack);
   ctx.err(`error: ${errorLine(err)}`);
   return err instanceof UsageError ? EXIT_USAGE : EXIT_FAILURE;

@@ -8,6 +8,7 @@ import type { LogStore } from './logs.ts';
 import type { Deployer } from './controllers/deployer.ts';
 import type { BuildLogs } from './build-logs.ts';
 import type { BuildController } from './controllers/builds.ts';
+import type { CertificateManager, TlsSettings } from './domains/manager.ts';
 
 export interface ControlPlaneSettings {
   /** Apps answer at `<app>.<baseDomain>`. */
@@ -18,6 +19,10 @@ export interface ControlPlaneSettings {
   dataDir: string;
   maxUploadBytes: number;
   version: string;
+  /** TLS termination and certificates (custom domains); absent = off. */
+  tls?: TlsSettings;
+  /** Webhook fetches may reach private/loopback addresses (SHELLWEGO_FETCH_ALLOW_PRIVATE=1). */
+  fetchAllowPrivate?: boolean;
 }
 
 /** Everything a handler or controller needs, built once by the composition root. */
@@ -32,6 +37,7 @@ export interface ControlPlaneContext {
   buildLogs: BuildLogs;
   deployer: Deployer;
   builds: BuildController;
+  certificates: CertificateManager;
   logger: Logger;
 }
 

@@ -8,6 +8,8 @@ import type { AuthContext } from './auth.ts';
 import type { ControlPlaneContext } from './context.ts';
 import { metrics } from './metrics.ts';
 import { registerGitRoutes } from './git/http.ts';
+import { registerRunRoutes } from './run-ws.ts';
+import { registerWebhookRoutes } from './webhooks/inbound.ts';
 
 type Get<T, K extends string> = T extends Record<K, infer V> ? V : undefined;
 type Out<S> = S extends z.ZodType ? z.output<S> : undefined;
@@ -90,6 +92,11 @@ export async function buildHttpServer(cp: ControlPlaneContext, handlers: Handler
   });
   // git smart-HTTP (`/git/<app>.git/...`): git's protocol, not JSON, so not in the route table.
   registerGitRoutes(app, cp);
+  // ---------- one-off processes ----------
+  // `GET /v1/apps/:app/run` as a WebSocket (interactive `shellwego run`): a stream, not in the table.
+  registerRunRoutes(app, cp);
+  // GitHub/GitLab deliveries: authenticated by their signature over the raw body, so not in the table.
+  registerWebhookRoutes(app, cp);
 
   for (const [name, def] of Object.entries(routes) as [RouteName, RouteDef][]) {
     const handler = handlers[name] as Handler<RouteName>;

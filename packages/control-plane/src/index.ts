@@ -19,13 +19,22 @@ import type { BootstrapResult } from './auth.ts';
 import { identityHandlers } from './api/identity.ts';
 import { appHandlers } from './api/apps.ts';
 import { streamHandlers } from './api/streams.ts';
+import { domainHandlers } from './domains/api.ts';
+import { CertificateManager } from './domains/manager.ts';
+import { webhookHandlers } from './api/webhooks.ts';
+import { deploymentHandlers } from './api/deployments.ts';
+import { runToCompletion } from './oneoff.ts';
+import { imageHandlers } from './api/images.ts';
 
 export { SecretBox } from './secrets.ts';
+export { startOneOff, runToCompletion } from './oneoff.ts';
+export type { OneOffRequest, OneOffSession, OneOffExit } from './oneoff.ts';
 export type { ControlPlaneSettings } from './context.ts';
+export type { TlsMode, TlsSettings } from './domains/manager.ts';
 export type { BootstrapResult } from './auth.ts';
 export { hashPassword, verifyPassword } from './passwords.ts';
 
-export const handlers: Handlers = { ...identityHandlers, ...appHandlers, ...streamHandlers };
+export const handlers: Handlers = { ...identityHandlers, ...appHandlers, ...streamHandlers, ...webhookHandlers, ...deploymentHandlers, ...imageHandlers, ...domainHandlers };
 
 export interface ControlPlaneOptions {
   store: Store;
@@ -54,11 +63,18 @@ export async function createControlPlane(opts: ControlPlaneOptions): Promise<Con
   const buildLogs = new BuildLogs(join(settings.dataDir, 'build-logs'));
   const deployer = new Deployer({ store, bus, secrets, events, logs, settings, logger: logger.child({ part: 'deployer' }) }, opts.reconcileIntervalMs);
   const builds = new BuildController({ store, bus, secrets, events, logs, buildLogs, deployer, logger: logger.child({ part: 'builds' }) });
-  const context: ControlPlaneContext = { settings, store, bus, blobs: opts.blobs, secrets, events, logs, buildLogs, deployer, builds, logger };
+  const certificates = new CertificateManager({
+    store, bus, secrets, events, logger: logger.child({ part: 'certificates' }), baseDomain: settings.baseDomain, dataDir: settings.dataDir,
+    tls: settings.tls ?? { mode: 'off', httpsPort: 443 }, onCertificateChange: () => deployer.publishRoutes(false),
+  });
+  const context: ControlPlaneContext = { settings, store, bus, blobs: opts.blobs, secrets, events, logs, buildLogs, deployer, builds, certificates, logger };
 
+  // The Procfile `release:` command runs as a one-off process of the new release before traffic moves.
+  deployer.deployments.setReleasePhaseRunner((req, onLine) => runToCompletion(context, req, (line) => onLine(line)));
   const subs: Subscription[] = [bus.subscribe<AppLogMessage>(subjects.allAppLogs, (m) => logs.append(m.appId, m.lines))];
   deployer.start();
   await builds.start();
+  await certificates.start();
   const http = await buildHttpServer(context, handlers);
 
   return {
@@ -73,6 +89,7 @@ export async function createControlPlane(opts: ControlPlaneOptions): Promise<Con
     async close() {
       for (const s of subs) s.unsubscribe();
       builds.stop();
+      await certificates.stop();
       await deployer.stop();
       await http.close();
       await logs.flush();

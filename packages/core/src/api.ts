@@ -5,8 +5,9 @@
  */
 import { z } from 'zod';
 import { APP_NAME_RE, APP_NAME_RULE, ENV_KEY_RE, ENV_KEY_RULE, PROCESS_TYPE_RE } from './names.ts';
-import { BUILD_STATES, INSTANCE_STATES, NODE_STATES, ROLES, SCOPES, STACKS } from './domain.ts';
+import { BUILD_STATES, DEPLOY_STRATEGIES, DEPLOYMENT_STATES, INSTANCE_STATES, NODE_STATES, ROLES, SCOPES, STACKS } from './domain.ts';
 import type { Role, Scope } from './domain.ts';
+import { hostnameProblem } from './hostnames.ts';
 
 // ---------- building blocks ----------
 
@@ -43,7 +44,69 @@ export const App = z.object({
   updatedAt: Timestamp,
 });
 
-export const Formation = z.object({ type: z.string(), quantity: z.number().int(), command: z.string().nullable() });
+/**
+ * Readiness check of a process type. `http`: GET `path` on $PORT must answer 2xx/3xx
+ * `healthyThreshold` times in a row before the instance gets traffic, and `unhealthyThreshold`
+ * failures in a row take it out again. Default (null): a TCP connect on $PORT (web only).
+ */
+export const HealthCheck = z.strictObject({
+  type: z.literal('http'),
+  path: z.string().regex(/^\/[\x21-\x7e]*$/, 'the path must start with / and be printable ASCII without spaces').max(1024),
+  intervalSeconds: z.number().min(0.1).max(300).default(2),
+  timeoutSeconds: z.number().min(0.1).max(60).default(2),
+  healthyThreshold: z.number().int().min(1).max(20).default(1),
+  unhealthyThreshold: z.number().int().min(1).max(20).default(3),
+});
+
+export const Formation = z.object({ type: z.string(), quantity: z.number().int(), command: z.string().nullable(), healthcheck: HealthCheck.nullable() });
+
+/** How an app's new releases replace the running one. Every field has a default. */
+export const DeploySettings = z.strictObject({
+  strategy: z.enum(DEPLOY_STRATEGIES).default('rolling'),
+  /** rolling: instances replaced per step. */
+  batchSize: z.number().int().min(1).max(1000).default(1),
+  /** rolling: instances allowed above the formation while replacing. */
+  maxSurge: z.number().int().min(0).max(1000).default(1),
+  /** rolling: ready instances allowed below the formation while replacing (0 = zero downtime). */
+  maxUnavailable: z.number().int().min(0).max(1000).default(0),
+  /** canary: share of traffic (percent) sent to the new release at each step before full promotion. */
+  canarySteps: z.array(z.number().int().min(1).max(99)).min(1).max(10).default([10, 50]),
+  /** canary: how long each step is watched before moving on. */
+  canaryStepSeconds: z.number().int().min(1).max(86400).default(60),
+  /** canary: abort when the new release's share of 5xx/failed requests exceeds this. */
+  canaryMaxErrorRate: z.number().min(0).max(1).default(0.05),
+  /** canary: requests needed in a step before its error rate counts. */
+  canaryMinRequests: z.number().int().min(0).max(1_000_000).default(20),
+  /** Deadline for new instances to become ready (k8s-style: reset whenever one more becomes ready). */
+  healthTimeoutSeconds: z.number().int().min(5).max(3600).default(120),
+  /** Time between taking an instance out of the router and sending it SIGTERM. */
+  drainSeconds: z.number().min(0).max(600).default(2),
+  /** Time between SIGTERM and SIGKILL. */
+  stopTimeoutSeconds: z.number().int().min(1).max(3600).default(30),
+  /** Roll back automatically when the new release fails its checks. */
+  autoRollback: z.boolean().default(true),
+}).refine((s) => s.maxSurge + s.maxUnavailable >= 1, { message: 'maxSurge and maxUnavailable cannot both be 0: nothing could be replaced', path: ['maxSurge'] });
+export type DeploySettingsT = z.output<typeof DeploySettings>;
+export const DEFAULT_DEPLOY_SETTINGS: DeploySettingsT = DeploySettings.parse({});
+
+export const Deployment = z.object({
+  id: z.string(),
+  appId: z.string(),
+  fromVersion: z.number().int().nullable(),
+  toVersion: z.number().int(),
+  strategy: z.enum(DEPLOY_STRATEGIES),
+  state: z.enum(DEPLOYMENT_STATES),
+  /** What it is doing now, in words ("2/3 web ready", "canary 10% for 60s"). */
+  phase: z.string(),
+  /** Why it failed or rolled back. */
+  reason: z.string().nullable(),
+  settings: z.record(z.string(), z.unknown()),
+  createdBy: z.string().nullable(),
+  createdAt: Timestamp,
+  updatedAt: Timestamp,
+  finishedAt: Timestamp.nullable(),
+  history: z.array(z.object({ at: Timestamp, message: z.string() })),
+});
 
 export const Build = z.object({
   id: z.string(),
@@ -121,6 +184,77 @@ export const NodeInfo = z.object({
 });
 
 export const PlanInfo = z.object({ name: z.string(), memoryMb: z.number(), cpus: z.number(), pids: z.number() });
+
+// ---------- domains ----------
+
+/** Custom domain hostname: lowercased, then checked (see hostnames.ts). */
+export const Hostname = z.string().trim().toLowerCase().superRefine((h, ctx) => {
+  const problem = hostnameProblem(h);
+  if (problem) ctx.addIssue({ code: 'custom', message: `'${h}' is not a valid hostname: ${problem}` });
+});
+/** Strict-Transport-Security max-age in seconds; 0 turns HSTS off. At most two years. */
+const HstsMaxAge = z.number().int().min(0).max(63_072_000);
+const DomainParams = z.strictObject({ app: z.string().min(1), domain: z.string().min(1) });
+export const CERTIFICATE_STATES = ['pending', 'issued', 'failed'] as const;
+
+export const Certificate = z.object({
+  status: z.enum(CERTIFICATE_STATES),
+  /** Who issues it: `acme` or `local-ca`. */
+  issuer: z.string(),
+  /** ACME challenge type (`http-01`, later `dns-01`); null for the local CA. */
+  challenge: z.string().nullable(),
+  notBefore: Timestamp.nullable(),
+  notAfter: Timestamp.nullable(),
+  renewAfter: Timestamp.nullable(),
+  /** Why the last attempt failed (status failed, or a failed renewal of an issued certificate). */
+  error: z.string().nullable(),
+  attempts: z.number().int(),
+  nextAttemptAt: Timestamp.nullable(),
+  updatedAt: Timestamp,
+});
+
+export const Domain = z.object({
+  id: z.string(),
+  hostname: z.string(),
+  appId: z.string(),
+  appName: z.string(),
+  redirectHttps: z.boolean(),
+  hstsMaxAge: z.number().int(),
+  url: z.string(),
+  /** Null when TLS is off on this platform. */
+  certificate: Certificate.nullable(),
+  createdAt: Timestamp,
+  updatedAt: Timestamp,
+});
+
+// ---------- webhooks (resources) ----------
+
+export const WEBHOOK_PROVIDERS = ['github', 'gitlab'] as const;
+// A conservative subset of git's ref-name rules: what a branch to deploy may be called.
+const BranchName = z.string().trim().min(1).max(200)
+  .regex(/^(?!-)(?!\/)[A-Za-z0-9._/-]+$/, 'branch names use letters, digits and . _ / -')
+  .refine((b) => !b.includes('..') && !b.includes('//') && !b.endsWith('/') && !b.endsWith('.lock') && !b.endsWith('.'), 'not a valid git branch name');
+export const WebhookDelivery = z.object({
+  deliveryId: z.string(),
+  event: z.string(),
+  status: z.enum(['received', 'ignored', 'building', 'failed']),
+  message: z.string(),
+  buildId: z.string().nullable(),
+  createdAt: Timestamp,
+});
+export const Webhook = z.object({
+  id: z.string(),
+  appId: z.string(),
+  provider: z.enum(WEBHOOK_PROVIDERS),
+  /** Without credentials. */
+  repository: z.string(),
+  branch: z.string(),
+  /** Where the provider sends deliveries (the payload URL). */
+  url: z.string(),
+  createdBy: z.string().nullable(),
+  createdAt: Timestamp,
+  lastDelivery: WebhookDelivery.nullable(),
+});
 
 // ---------- route table ----------
 
@@ -263,6 +397,42 @@ export const routes = {
     response: z.array(Formation),
   }),
 
+  setHealthcheck: route({
+    method: 'PUT', path: '/v1/apps/:app/formation/:type/healthcheck', summary: 'Set (object) or clear (null: TCP connect) the readiness check of a process type', auth: 'token', scope: 'apps:deploy', role: 'developer',
+    params: strict({ app: z.string().min(1), type: ProcessType }), body: strict({ healthcheck: HealthCheck.nullable() }), response: Formation,
+  }),
+
+  // ---------- deployments ----------
+  getDeploySettings: route({
+    method: 'GET', path: '/v1/apps/:app/deploy-settings', summary: 'How new releases replace running ones (strategy and limits)', auth: 'token', scope: 'apps:read', role: 'viewer',
+    params: AppParams, response: DeploySettings,
+  }),
+  updateDeploySettings: route({
+    method: 'PATCH', path: '/v1/apps/:app/deploy-settings', summary: 'Change the deploy strategy or its limits', auth: 'token', scope: 'apps:deploy', role: 'developer',
+    params: AppParams,
+    body: z.strictObject({
+      strategy: z.enum(DEPLOY_STRATEGIES).optional(), batchSize: z.number().int().min(1).max(1000).optional(),
+      maxSurge: z.number().int().min(0).max(1000).optional(), maxUnavailable: z.number().int().min(0).max(1000).optional(),
+      canarySteps: z.array(z.number().int().min(1).max(99)).min(1).max(10).optional(), canaryStepSeconds: z.number().int().min(1).max(86400).optional(),
+      canaryMaxErrorRate: z.number().min(0).max(1).optional(), canaryMinRequests: z.number().int().min(0).max(1_000_000).optional(),
+      healthTimeoutSeconds: z.number().int().min(5).max(3600).optional(), drainSeconds: z.number().min(0).max(600).optional(),
+      stopTimeoutSeconds: z.number().int().min(1).max(3600).optional(), autoRollback: z.boolean().optional(),
+    }).refine((v) => Object.keys(v).length > 0, 'give at least one setting'),
+    response: DeploySettings,
+  }),
+  listDeployments: route({
+    method: 'GET', path: '/v1/apps/:app/deployments', summary: 'Deployments, newest first: what happened and why', auth: 'token', scope: 'apps:read', role: 'viewer',
+    params: AppParams, query: strict({ limit: z.coerce.number().int().min(1).max(200).optional() }), response: z.array(Deployment),
+  }),
+  getDeployment: route({
+    method: 'GET', path: '/v1/apps/:app/deployments/:deployment', summary: 'One deployment', auth: 'token', scope: 'apps:read', role: 'viewer',
+    params: strict({ app: z.string().min(1), deployment: z.string().min(1) }), response: Deployment,
+  }),
+  abortDeployment: route({
+    method: 'POST', path: '/v1/apps/:app/deployments/:deployment/abort', summary: 'Stop a running deployment and roll back to the release before it', auth: 'token', scope: 'apps:deploy', role: 'developer',
+    params: strict({ app: z.string().min(1), deployment: z.string().min(1) }), response: Deployment,
+  }),
+
   createBuild: route({
     method: 'POST', path: '/v1/apps/:app/builds', summary: 'Upload a source tarball (tar.gz) and build it; deploys on success', auth: 'token', scope: 'apps:deploy', role: 'developer',
     params: AppParams, upload: { contentType: 'application/gzip' }, response: Build, status: 202,
@@ -317,6 +487,67 @@ export const routes = {
     response: Event, stream: 'sse',
   }),
 
+  // ---------- domains ----------
+  listDomains: route({
+    method: 'GET', path: '/v1/apps/:app/domains', summary: "An app's custom domains with their certificate status", auth: 'token', scope: 'apps:read', role: 'viewer',
+    params: AppParams, response: z.array(Domain),
+  }),
+  listAllDomains: route({
+    method: 'GET', path: '/v1/domains', summary: "Custom domains of every app of the organization", auth: 'token', scope: 'apps:read', role: 'viewer',
+    response: z.array(Domain),
+  }),
+  addDomain: route({
+    method: 'POST', path: '/v1/apps/:app/domains', summary: 'Route a custom domain to the app and get it a certificate', auth: 'token', scope: 'apps:write', role: 'developer',
+    params: AppParams,
+    body: strict({ hostname: Hostname, redirectHttps: z.boolean().optional(), hstsMaxAge: HstsMaxAge.optional() }),
+    response: Domain, status: 201,
+  }),
+  updateDomain: route({
+    method: 'PATCH', path: '/v1/apps/:app/domains/:domain', summary: "Change a domain's HTTP→HTTPS redirect and HSTS", auth: 'token', scope: 'apps:write', role: 'developer',
+    params: DomainParams,
+    body: strict({ redirectHttps: z.boolean().optional(), hstsMaxAge: HstsMaxAge.optional() }).refine((v) => v.redirectHttps !== undefined || v.hstsMaxAge !== undefined, 'give redirectHttps and/or hstsMaxAge'),
+    response: Domain,
+  }),
+  removeDomain: route({
+    method: 'DELETE', path: '/v1/apps/:app/domains/:domain', summary: 'Stop routing a custom domain and drop its certificate', auth: 'token', scope: 'apps:write', role: 'developer',
+    params: DomainParams, response: z.object({ removed: z.boolean() }),
+  }),
+
+  // ---------- webhooks ----------
+  listWebhooks: route({
+    method: 'GET', path: '/v1/apps/:app/webhooks', summary: 'Inbound GitHub/GitLab webhooks that deploy the app (secrets are never shown again)', auth: 'token', scope: 'apps:read', role: 'viewer',
+    params: AppParams, response: z.array(Webhook),
+  }),
+  createWebhook: route({
+    method: 'POST', path: '/v1/apps/:app/webhooks', summary: 'Add a webhook: pushes to the branch of the repository deploy the app; the secret is shown once', auth: 'token', scope: 'apps:deploy', role: 'developer',
+    params: AppParams,
+    body: strict({
+      provider: z.enum(WEBHOOK_PROVIDERS),
+      repository: z.string().trim().min(1).max(2048).describe('https://, http:// or git:// URL of the repository to fetch (may carry credentials; stored encrypted)'),
+      branch: BranchName.default('main'),
+      secret: z.string().min(16, 'a webhook secret needs at least 16 characters').max(256).regex(/^[\x21-\x7e]+$/, 'use printable ASCII without spaces').optional().describe('default: generated'),
+    }),
+    response: Webhook.extend({ secret: z.string() }), status: 201,
+  }),
+  deleteWebhook: route({
+    method: 'DELETE', path: '/v1/apps/:app/webhooks/:hook', summary: 'Remove a webhook', auth: 'token', scope: 'apps:deploy', role: 'developer',
+    params: strict({ app: z.string().min(1), hook: z.string().min(1) }), response: z.object({ deleted: z.boolean() }),
+  }),
+  // ---------- end webhooks ----------
+
+  // ---------- OCI image deploys ----------
+  createImageBuild: route({
+    method: 'POST', path: '/v1/apps/:app/builds/image', summary: 'Build from an OCI/Docker image (pulled from a v2 registry); deploys on success', auth: 'token', scope: 'apps:deploy', role: 'developer',
+    params: AppParams,
+    body: strict({
+      image: z.string().trim().min(1).max(512).describe('registry/repository[:tag][@sha256:digest]; Docker Hub when no registry is given'),
+      credentials: strict({ username: z.string().min(1).max(256), password: z.string().min(1).max(8192) }).optional()
+        .describe('registry credentials (sealed at rest, never logged)'),
+    }),
+    response: Build, status: 202,
+  }),
+  // ---------- end OCI image deploys ----------
+
   listNodes: route({
     method: 'GET', path: '/v1/nodes', summary: 'Nodes of the platform (operators)', auth: 'token', scope: 'platform:admin', role: 'viewer',
     response: z.array(NodeInfo),
@@ -347,6 +578,11 @@ export type MemberT = z.output<typeof Member>;
 export type OrganizationT = z.output<typeof Organization>;
 export type UserT = z.output<typeof User>;
 export type NodeInfoT = z.output<typeof NodeInfo>;
+export type WebhookT = z.output<typeof Webhook>;
+export type HealthCheckT = z.output<typeof HealthCheck>;
+export type DeploymentT = z.output<typeof Deployment>;
+export type DomainT = z.output<typeof Domain>;
+export type CertificateT = z.output<typeof Certificate>;
 
 /** Express-style `/v1/apps/:app` to OpenAPI `/v1/apps/{app}`. */
 export function openApiPath(path: string): string {

@@ -15,7 +15,8 @@ export function roleAtLeast(role: Role, min: Role): boolean {
 export const SCOPES = ['apps:read', 'apps:write', 'apps:deploy', 'orgs:read', 'orgs:admin', 'tokens:manage', 'platform:admin'] as const;
 export type Scope = (typeof SCOPES)[number] | '*';
 
-export const INSTANCE_STATES = ['pending', 'starting', 'running', 'crashed', 'stopping', 'stopped'] as const;
+/** `running` means ready (its readiness check passes); `unhealthy` means it was ready and its check now fails. */
+export const INSTANCE_STATES = ['pending', 'starting', 'running', 'unhealthy', 'crashed', 'stopping', 'stopped'] as const;
 export type InstanceState = (typeof INSTANCE_STATES)[number];
 
 /**
@@ -25,7 +26,8 @@ export type InstanceState = (typeof INSTANCE_STATES)[number];
 export const instanceMachine = new StateMachine<InstanceState>('instance', {
   pending: ['starting', 'running', 'crashed', 'stopping', 'stopped'],
   starting: ['running', 'crashed', 'stopping', 'stopped'],
-  running: ['starting', 'crashed', 'stopping', 'stopped'],
+  running: ['starting', 'unhealthy', 'crashed', 'stopping', 'stopped'],
+  unhealthy: ['running', 'starting', 'crashed', 'stopping', 'stopped'],
   crashed: ['starting', 'running', 'stopping', 'stopped'],
   stopping: ['stopped', 'crashed'],
   stopped: [],
@@ -40,6 +42,28 @@ export const buildMachine = new StateMachine<BuildState>('build', {
   failed: [],
 });
 
+export const DEPLOY_STRATEGIES = ['rolling', 'blue-green', 'canary', 'recreate'] as const;
+export type DeployStrategy = (typeof DEPLOY_STRATEGIES)[number];
+
+/**
+ * A deployment moves an app from one release to the next. `pending` while the release phase
+ * runs; `in_progress` while instances roll; then succeeded, or rolling_back → rolled_back when
+ * the new release fails its health checks or canary analysis; `failed` when the release phase
+ * fails (nothing was shifted); `superseded` when a newer release took over mid-way.
+ */
+export const DEPLOYMENT_STATES = ['pending', 'in_progress', 'rolling_back', 'succeeded', 'rolled_back', 'failed', 'superseded'] as const;
+export type DeploymentState = (typeof DEPLOYMENT_STATES)[number];
+export const deploymentMachine = new StateMachine<DeploymentState>('deployment', {
+  pending: ['in_progress', 'failed', 'superseded'],
+  in_progress: ['succeeded', 'rolling_back', 'superseded'],
+  rolling_back: ['rolled_back', 'superseded'],
+  succeeded: [],
+  rolled_back: [],
+  failed: [],
+  superseded: [],
+});
+export const ACTIVE_DEPLOYMENT_STATES: readonly DeploymentState[] = ['pending', 'in_progress', 'rolling_back'];
+
 export const NODE_STATES = ['ready', 'down'] as const;
 export type NodeState = (typeof NODE_STATES)[number];
 export const nodeMachine = new StateMachine<NodeState>('node', {
@@ -47,7 +71,7 @@ export const nodeMachine = new StateMachine<NodeState>('node', {
   down: ['ready'],
 });
 
-export const STACKS = ['node', 'python', 'static', 'procfile'] as const;
+export const STACKS = ['node', 'python', 'static', 'procfile', 'image'] as const;
 export type Stack = (typeof STACKS)[number];
 
 /** Resource plans: the limits every instance of an app runs under. */

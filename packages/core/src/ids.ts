@@ -21,4 +21,5 @@ export function newId(prefix: IdPrefix): string {
 }
 
 export type IdPrefix =
-  | 'org' | 'usr' | 'mem' | 'tok' | 'app' | 'bld' | 'rel' | 'ins' | 'evt' | 'nod' | 'dep' | 'aud';
+  | 'org' | 'usr' | 'mem' | 'tok' | 'app' | 'bld' | 'rel' | 'ins' | 'evt' | 'nod' | 'dep' | 'aud'
+  | 'whk' | 'dom' | 'crt';

@@ -1,6 +1,7 @@
 export * from './errors.ts';
 export * from './ids.ts';
 export * from './names.ts';
+export * from './hostnames.ts';
 export * from './state-machine.ts';
 export * from './domain.ts';
 export * from './api.ts';

@@ -23,10 +23,25 @@ export const subjects = {
   allBuildResults: 'build.*.result',
   /** Control plane → routers: the whole route table (small; replacing it whole keeps routers simple). */
   routes: 'router.routes',
+  /** Router → control plane: per-instance request and error counts (canary analysis). */
+  routerStats: 'router.stats',
   /** Router → control plane: ask for the current route table after (re)start. */
   routesRequest: 'router.routes.request',
+  /** Control plane → routers: every certificate (with its key) routers terminate TLS with, whole. */
+  certificates: 'router.certificates',
+  /** Router → control plane: ask for the certificates after (re)start. */
+  certificatesRequest: 'router.certificates.request',
+  /** Control plane → routers: pending ACME HTTP-01 tokens and their key authorizations, whole. */
+  acmeChallenges: 'router.acme.challenges',
   /** Control plane → subscribers (SSE): state changes, one subject per organization. */
   events: (orgId: string) => `events.${orgId}`,
+  // ---------- one-off processes ----------
+  /** Control plane → one agent: start a one-off process (`shellwego run`). */
+  oneOffStart: (nodeId: string) => `agent.${nodeId}.oneoff.start`,
+  /** Control plane → agent: input, resize, signal, keepalive, kill for one session. */
+  oneOffInput: (sessionId: string) => `oneoff.${sessionId}.in`,
+  /** Agent → control plane: output chunks, then exactly one exit (or error). */
+  oneOffOutput: (sessionId: string) => `oneoff.${sessionId}.out`,
 } as const;
 
 export interface InstanceLimits {
@@ -55,6 +70,20 @@ export interface InstanceSpec {
   port: number;
   /** Bumped by `restart`: a different value than the running one means "replace the process". */
   restartGeneration: number;
+  /** When the instance may get traffic; absent = TCP connect on $PORT for web, at once for others. */
+  readiness?: Readiness;
+  /** Time between SIGTERM and SIGKILL when the instance is stopped; absent = the agent's default. */
+  stopTimeoutMs?: number;
+}
+
+/** An HTTP readiness check, in milliseconds (the API's HealthCheck, converted). */
+export interface Readiness {
+  type: 'http';
+  path: string;
+  intervalMs: number;
+  timeoutMs: number;
+  healthyThreshold: number;
+  unhealthyThreshold: number;
 }
 
 export interface AssignmentsMessage {
@@ -105,6 +134,11 @@ export interface BuildRequest {
   /** Build-time environment (the app's config vars). */
   env: Record<string, string>;
   limits: InstanceLimits;
+  /**
+   * OCI image builds: pull this image instead of building `sourceDigest`. Credentials travel
+   * only inside the request (sealed in the store), like the config values in `env`.
+   */
+  image?: { reference: string; credentials: { username: string; password: string } | null };
 }
 
 export interface BuildLogMessage {
@@ -128,13 +162,82 @@ export interface RouteBackend {
   instanceId: string;
   /** host:port */
   address: string;
+  /** Relative share of the route's traffic (weighted round-robin); absent = 1. 0 = no new requests. */
+  weight?: number;
+}
+
+/** Router → control plane, every few seconds: requests and failures per instance since the last report. */
+export interface RouterStatsMessage {
+  routerId: string;
+  at: string;
+  /** instanceId → counts since the previous report (failed = 5xx answers + backend failures) */
+  instances: Record<string, { requests: number; failed: number }>;
 }
 
 export interface RouteTableMessage {
   version: number;
   /** hostname (lowercase, no port) → ready web instances */
-  routes: Record<string, { appId: string; appName: string; backends: RouteBackend[] }>;
+  routes: Record<string, { appId: string; appName: string; backends: RouteBackend[] } & RouteTlsOptions>;
 }
+
+/** Per-host TLS behaviour of a route (custom domains); absent = off. */
+export interface RouteTlsOptions {
+  /** Answer plain-HTTP requests with a 308 to the same URL on HTTPS. */
+  redirectHttps?: boolean;
+  /** Send `Strict-Transport-Security: max-age=N` on HTTPS responses (N > 0). */
+  hstsMaxAge?: number;
+}
+
+/** One certificate a router can serve: chain and key as PEM, for the names it covers. */
+export interface RouterCertificate {
+  /** DNS names (SANs) it is selected for; `*.example.com` covers one label. */
+  hostnames: string[];
+  certPem: string;
+  keyPem: string;
+  notAfter: string;
+}
+
+export interface CertificatesMessage {
+  version: number;
+  certificates: RouterCertificate[];
+}
+
+export interface AcmeChallengesMessage {
+  /** HTTP-01 token → key authorization (the exact body to answer with). */
+  tokens: Record<string, string>;
+}
+
+// ---------- one-off processes ----------
+
+/**
+ * Start a one-off process in the same sandbox as instances, with the release's artifact, env and
+ * limits. `spec.instanceId` is the session id; `spec.command` the shell command line to run.
+ */
+export interface OneOffStartMessage {
+  sessionId: string;
+  spec: InstanceSpec;
+  tty: boolean;
+  cols: number;
+  rows: number;
+  /** The agent kills the process when no input/keepalive arrived for this long. */
+  idleTimeoutMs: number;
+}
+
+/** Control plane → agent. `data` is base64; `eof` closes stdin (non-TTY). */
+export type OneOffInputMessage =
+  | { type: 'data'; data: string }
+  | { type: 'eof' }
+  | { type: 'resize'; cols: number; rows: number }
+  | { type: 'signal'; signal: string }
+  | { type: 'keepalive' }
+  | { type: 'kill' };
+
+/** Agent → control plane. `data` is base64; `stderr` only without a TTY (a TTY merges both). */
+export type OneOffOutputMessage =
+  | { type: 'started' }
+  | { type: 'output'; stream: 'stdout' | 'stderr'; data: string }
+  | { type: 'exit'; exitCode: number | null; signal: string | null }
+  | { type: 'error'; message: string };
 
 /** Where the build artifact and source tarballs live: content-addressed, write-once. */
 export interface BlobStore {

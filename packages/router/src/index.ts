@@ -4,6 +4,8 @@
  */
 export { createRouter } from './router.ts';
 export type { Router, RouterOptions } from './router.ts';
+export { CertificateStore, ChallengeTokens } from './tls.ts';
+export type { RouterTlsOptions } from './tls.ts';
 export { normalizeHost, parseAddress } from './table.ts';
 export { routerErrors } from './errors.ts';
 export type { MetricsRegistry } from './metrics.ts';

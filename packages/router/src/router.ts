@@ -1,11 +1,12 @@
 import http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import type { Bus, Subscription } from '@shellwego/bus';
 import { subjects } from '@shellwego/core';
-import type { RouteTableMessage } from '@shellwego/core';
+import type { RouterStatsMessage, RouteTableMessage } from '@shellwego/core';
 import { HostCache, RouteTable, pickBackend } from './table.ts';
 import type { Backend, Route } from './table.ts';
 import { forwardContext, scanRequestHeaders } from './headers.ts';
@@ -16,6 +17,8 @@ import { RouterMetrics } from './metrics.ts';
 import type { MetricsRegistry } from './metrics.ts';
 import { proxyUpgrade } from './upgrade.ts';
 import { UpstreamPool } from './upstream.ts';
+import { TlsFrontend } from './tls.ts';
+import type { RouterTlsOptions } from './tls.ts';
 import type { UpstreamConn, UpstreamHandler } from './upstream.ts';
 
 export interface RouterOptions {
@@ -46,13 +49,21 @@ export interface RouterOptions {
   drainTimeoutMs?: number;
   /** Idle keep-alive timeout of client connections. Default 65 s. */
   keepAliveTimeoutMs?: number;
+  /** How often per-instance request/failure counts go to the control plane (canary analysis). Default 2 s. */
+  statsIntervalMs?: number;
+  /** Names this router in its stats reports. Default: a random id. */
+  routerId?: string;
   /** Value of X-Forwarded-Proto (set to https when TLS is terminated in front). Default http. */
   proto?: 'http' | 'https';
+  /** Also terminate TLS (SNI certificates, ACME HTTP-01 answers, redirects, HSTS; see tls.ts). */
+  tls?: RouterTlsOptions;
 }
 
 export interface Router {
   /** The port actually listened on. */
   port: number;
+  /** The HTTPS port listened on; null without `tls`. */
+  httpsPort: number | null;
   /** Stops accepting, lets in-flight requests finish (bounded), closes everything. Idempotent. */
   close(): Promise<void>;
   /** The route table currently in force (a copy). */
@@ -247,6 +258,13 @@ class Exchange implements UpstreamHandler {
         }, 'request');
       }
     }
+    const b = this.backend;
+    if (b !== null) {
+      // Counted per backend for the control plane's canary analysis: an answer ≥ 500 (ours or
+      // the app's) or a request cut short is a failure.
+      b.requests++;
+      if (res.statusCode >= 500 || !res.writableFinished) b.failed++;
+    }
     shared.inflight--;
     if (shared.closing) shared.onFinishedWhileClosing();
   }
@@ -267,17 +285,21 @@ export async function createRouter(opts: RouterOptions): Promise<Router> {
   const pool = new UpstreamPool({ connectTimeoutMs, idleMs: opts.upstreamIdleMs ?? 30_000, maxIdlePerBackend: 512 });
   const upgraded = new Set<Socket>();
   let drained: (() => void) | null = null;
+  const tlsFront = opts.tls ? new TlsFrontend(opts.bus, opts.tls, table, hosts, logger) : null;
   const shared: Shared = {
     pool, logger, metrics, timed, unhealthyMs, closing: false, inflight: 0,
     onFinishedWhileClosing: () => {
       server.closeIdleConnections();
+      tlsFront?.closeIdleConnections();
       if (shared.inflight === 0 && drained !== null) drained();
     },
   };
 
   function onRequest(req: IncomingMessage, res: ServerResponse): void {
+    // ACME challenges and HTTP→HTTPS redirects are answered by the router itself.
+    if (tlsFront !== null && tlsFront.intercept(req, res)) return;
     shared.inflight++;
-    const scan = scanRequestHeaders(req.rawHeaders, forwardContext(req.socket, proto), false);
+    const scan = scanRequestHeaders(req.rawHeaders, forwardContext(req.socket, (req.socket as TLSSocket).encrypted ? 'https' : proto), false);
     const ex = new Exchange(shared, req, res, scan);
     const hostname = hosts.get(scan.host);
     ex.hostname = hostname;
@@ -298,10 +320,12 @@ export async function createRouter(opts: RouterOptions): Promise<Router> {
 
   const server = http.createServer({ requireHostHeader: false, requestTimeout: 0, headersTimeout: 60_000, noDelay: true }, onRequest);
   server.keepAliveTimeout = opts.keepAliveTimeoutMs ?? 65_000;
-  server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
-    proxyUpgrade({ table, hosts, proto, connectTimeoutMs, unhealthyMs, logger, metrics, upgraded, closing: () => shared.closing }, req, socket, head);
-  });
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+  const onUpgrade = (req: IncomingMessage, socket: Socket, head: Buffer): void => {
+    const p = (socket as TLSSocket).encrypted ? 'https' : proto;
+    proxyUpgrade({ table, hosts, proto: p, connectTimeoutMs, unhealthyMs, logger, metrics, upgraded, closing: () => shared.closing }, req, socket, head);
+  };
+  server.on('upgrade', onUpgrade);
+  const onClientError = (err: NodeJS.ErrnoException, socket: Socket): void => {
     const busy = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent;
     if (err.code === 'ECONNRESET' || !socket.writable || busy) {
       socket.destroy();
@@ -310,7 +334,8 @@ export async function createRouter(opts: RouterOptions): Promise<Router> {
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
     const body = 'bad request\n';
     socket.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\nX-Shellwego-Error: ${routerErrors.badRequest.code}\r\nConnection: close\r\n\r\n${body}`);
-  });
+  };
+  server.on('clientError', onClientError);
 
   // ---- route table from the bus ------------------------------------------------------------
 
@@ -333,6 +358,23 @@ export async function createRouter(opts: RouterOptions): Promise<Router> {
   refresh.unref();
   const sweep = setInterval(() => pool.sweep(table.allBackends()), 1_000);
   sweep.unref();
+  const routerId = opts.routerId ?? `rtr_${Math.random().toString(36).slice(2, 10)}`;
+  const reportStats = (): void => {
+    const instances: RouterStatsMessage['instances'] = {};
+    let any = false;
+    for (const b of table.allBackends()) {
+      if (b.requests === 0) continue;
+      instances[b.instanceId] = { requests: b.requests, failed: b.failed };
+      b.requests = 0;
+      b.failed = 0;
+      any = true;
+    }
+    if (!any) return;
+    opts.bus.publish(subjects.routerStats, { routerId, at: new Date().toISOString(), instances } satisfies RouterStatsMessage)
+      .catch((err: unknown) => logger?.warn({ err }, 'could not publish router stats'));
+  };
+  const stats = setInterval(reportStats, opts.statsIntervalMs ?? 2_000);
+  stats.unref();
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -342,6 +384,7 @@ export async function createRouter(opts: RouterOptions): Promise<Router> {
     });
   });
   server.on('error', (err) => logger?.error({ err }, 'router server error'));
+  const httpsPort = tlsFront ? await tlsFront.listen(opts.host, onRequest, onUpgrade, onClientError, server.keepAliveTimeout) : null;
   requestTable();
   const address = server.address();
   const port = typeof address === 'object' && address !== null ? address.port : opts.port;
@@ -353,9 +396,11 @@ export async function createRouter(opts: RouterOptions): Promise<Router> {
       shared.closing = true;
       clearInterval(refresh);
       clearInterval(sweep);
+      clearInterval(stats);
       subscription.unsubscribe();
       pool.closeIdle();
       const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+      const tlsStopped = tlsFront?.stop();
       server.closeIdleConnections();
       // WebSockets never finish on their own: end them now (clients reconnect).
       for (const s of upgraded) s.end();
@@ -370,14 +415,16 @@ export async function createRouter(opts: RouterOptions): Promise<Router> {
         });
       }
       server.closeAllConnections();
+      tlsFront?.closeAllConnections();
       for (const s of upgraded) s.destroy();
       pool.destroyAll();
       await stopped;
+      await tlsStopped;
     })();
     return closed;
   };
 
-  return { port, close, table: () => table.snapshot() };
+  return { port, httpsPort, close, table: () => table.snapshot() };
 }
 
 /** Absolute-form request target (`GET http://host/path`) → origin-form; `*` kept; else null. */

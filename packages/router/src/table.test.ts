@@ -58,6 +58,15 @@ test('apply: a lower version is accepted once the held table is stale (control p
   assert.equal(t.version, 1);
 });
 
+test('apply: a copy of the held version keeps the table fresh (no re-request, no lower version taken)', () => {
+  const t = new RouteTable(1_000);
+  t.apply(msg(40, ['127.0.0.1:1000']), 10_000);
+  assert.equal(t.apply(msg(40, ['127.0.0.1:1000']), 10_900).result, 'stale');
+  assert.equal(t.age(11_500), 600);
+  assert.equal(t.apply(msg(1, ['127.0.0.1:2000']), 11_500).result, 'stale', 'the control plane that sent 40 is alive');
+  assert.equal(t.version, 40);
+});
+
 test('apply: bad backends and hosts are dropped, hosts normalised, health survives a new version', () => {
   const t = new RouteTable(60_000);
   t.apply({
@@ -93,4 +102,37 @@ test('pickBackend: round-robin, skips unhealthy and tried, falls back when all a
   assert.equal(pickBackend(r, 50, r.backends.slice()), undefined);
   for (const b of r.backends) b.unhealthyUntil = 1_000;
   assert.ok(pickBackend(r, 50, null));
+});
+
+test('pickBackend: weights split traffic smoothly in proportion; weight 0 only as a last resort', () => {
+  const t = new RouteTable(60_000);
+  t.apply({
+    version: 1,
+    routes: {
+      'w.example': {
+        appId: 'a', appName: 'w',
+        backends: [{ instanceId: 'new', address: '127.0.0.1:1', weight: 10 * 3 }, ...[2, 3, 4].map((p) => ({ instanceId: `old${p}`, address: `127.0.0.1:${p}`, weight: 90 }))],
+      },
+    },
+  });
+  const r = t.lookup('w.example')!;
+  const counts = new Map<number, number>();
+  for (let i = 0; i < 1000; i++) {
+    const p = pickBackend(r, 0, null)!.port;
+    counts.set(p, (counts.get(p) ?? 0) + 1);
+  }
+  // 30 : 90 : 90 : 90 → the new backend gets exactly 10% of picks.
+  assert.equal(counts.get(1), 100);
+  assert.equal((counts.get(2) ?? 0) + (counts.get(3) ?? 0) + (counts.get(4) ?? 0), 900);
+  // Never two picks of the low-weight backend in a row (smooth, not bursty).
+  const seq = Array.from({ length: 40 }, () => pickBackend(r, 0, null)!.port);
+  assert.ok(!seq.some((p, i) => p === 1 && seq[i + 1] === 1));
+
+  t.apply({ version: 2, routes: { 'w.example': { appId: 'a', appName: 'w', backends: [{ instanceId: 'z', address: '127.0.0.1:1', weight: 0 }, { instanceId: 'y', address: '127.0.0.1:2', weight: 1 }] } } });
+  const r2 = t.lookup('w.example')!;
+  assert.deepEqual(Array.from({ length: 3 }, () => pickBackend(r2, 0, null)!.port), [2, 2, 2]);
+  assert.equal(pickBackend(r2, 0, [r2.backends[1]])!.port, 1, 'the zero-weight backend still beats refusing');
+  // Junk weights are ignored (plain round-robin), not trusted.
+  t.apply({ version: 3, routes: { 'w.example': { appId: 'a', appName: 'w', backends: [{ instanceId: 'z', address: '127.0.0.1:1', weight: -5 }, { instanceId: 'y', address: '127.0.0.1:2', weight: 'x' }] } } });
+  assert.equal(t.lookup('w.example')!.weights, null);
 });

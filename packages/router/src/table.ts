@@ -18,6 +18,9 @@ export interface Backend {
   idle: UpstreamConn[];
   /** Set once a table without this backend is applied: its connections are no longer pooled. */
   removed: boolean;
+  /** Requests answered through this backend, and those that failed (5xx or no answer), since the last stats report. */
+  requests: number;
+  failed: number;
 }
 
 export interface Route {
@@ -27,6 +30,13 @@ export interface Route {
   backends: Backend[];
   /** Round-robin cursor: index of the backend to try first for the next request. */
   next: number;
+  /** Per-backend weights (same order as `backends`) when the table gives any; null = plain round-robin. */
+  weights: number[] | null;
+  /** Smooth weighted round-robin state (nginx's algorithm): spreads picks evenly, not in bursts. */
+  current: number[] | null;
+  /** Per-host TLS flags (custom domains), see tls.ts. */
+  redirectHttps?: boolean;
+  hstsMaxAge?: number;
 }
 
 export type ApplyResult = 'applied' | 'stale' | 'invalid';
@@ -131,7 +141,11 @@ export class RouteTable {
     if (typeof checked === 'string') return { result: 'invalid', reason: checked };
     if (this.message) {
       const held = this.message.version;
-      if (checked.version === held) return { result: 'stale', reason: `version ${checked.version} already held` };
+      if (checked.version === held) {
+        // The control plane republishes an unchanged table as it is: the held one is current.
+        this.receivedAt = now;
+        return { result: 'stale', reason: `version ${checked.version} already held` };
+      }
       if (checked.version < held && now - this.receivedAt <= this.staleAfterMs) {
         return { result: 'stale', reason: `version ${checked.version} is older than held ${held}` };
       }
@@ -142,20 +156,25 @@ export class RouteTable {
       const hostname = normalizeHost(rawHost);
       if (!hostname) continue;
       const list: Backend[] = [];
+      const weights: number[] = [];
       for (const b of entry.backends) {
         const key = `${b.instanceId}@${b.address}`;
         let backend = backends.get(key) ?? this.backends.get(key);
         if (!backend) {
           const parsed = parseAddress(b.address)!;
-          backend = { instanceId: b.instanceId, address: b.address, host: parsed.host, port: parsed.port, unhealthyUntil: 0, idle: [], removed: false };
+          backend = { instanceId: b.instanceId, address: b.address, host: parsed.host, port: parsed.port, unhealthyUntil: 0, idle: [], removed: false, requests: 0, failed: 0 };
         }
         backends.set(key, backend);
         list.push(backend);
+        weights.push(b.weight ?? 1);
       }
+      const weighted = weights.some((w) => w !== 1);
       const previous = this.routes.get(hostname);
       routes.set(hostname, {
         hostname, appId: entry.appId, appName: entry.appName, backends: list,
         next: previous && list.length ? previous.next % list.length : 0,
+        weights: weighted ? weights : null, current: weighted ? weights.map(() => 0) : null,
+        ...tlsFlags(entry),
       });
     }
     const removed: Backend[] = [];
@@ -182,6 +201,7 @@ export function pickBackend(route: Route, now: number, tried: Backend[] | null):
   const list = route.backends;
   const n = list.length;
   if (n === 0) return undefined;
+  if (route.weights !== null) return pickWeighted(route, now, tried);
   const start = route.next % n;
   let fallback = -1;
   for (let i = 0; i < n; i++) {
@@ -199,6 +219,33 @@ export function pickBackend(route: Route, now: number, tried: Backend[] | null):
   return list[fallback];
 }
 
+/**
+ * Smooth weighted round-robin over healthy, untried backends with weight > 0; falls back like
+ * `pickBackend` (an unhealthy or zero-weight backend beats refusing the request).
+ */
+function pickWeighted(route: Route, now: number, tried: Backend[] | null): Backend | undefined {
+  const list = route.backends;
+  const weights = route.weights!;
+  const current = route.current!;
+  let best = -1;
+  let total = 0;
+  let fallback = -1;
+  for (let i = 0; i < list.length; i++) {
+    const b = list[i];
+    if (tried !== null && tried.includes(b)) continue;
+    if (b.unhealthyUntil > now || weights[i] <= 0) {
+      if (fallback < 0) fallback = i;
+      continue;
+    }
+    current[i] += weights[i];
+    total += weights[i];
+    if (best < 0 || current[i] > current[best]) best = i;
+  }
+  if (best < 0) return fallback < 0 ? undefined : list[fallback];
+  current[best] -= total;
+  return list[best];
+}
+
 function validate(msg: unknown): RouteTableMessage | string {
   if (!msg || typeof msg !== 'object') return 'not an object';
   const m = msg as Record<string, unknown>;
@@ -212,13 +259,23 @@ function validate(msg: unknown): RouteTableMessage | string {
     const backends: RouteTableMessage['routes'][string]['backends'] = [];
     for (const b of r.backends as unknown[]) {
       if (!b || typeof b !== 'object') continue;
-      const { instanceId, address } = b as Record<string, unknown>;
+      const { instanceId, address, weight } = b as Record<string, unknown>;
       if (typeof instanceId !== 'string' || typeof address !== 'string' || !parseAddress(address)) continue;
-      backends.push({ instanceId, address });
+      const w = typeof weight === 'number' && Number.isFinite(weight) && weight >= 0 ? Math.min(weight, 1_000_000) : undefined;
+      backends.push(w === undefined ? { instanceId, address } : { instanceId, address, weight: w });
     }
-    routes[host] = { appId: r.appId, appName: r.appName, backends };
+    routes[host] = { appId: r.appId, appName: r.appName, backends, ...tlsFlags(r) };
   }
   return { version: m.version, routes };
+}
+
+/** The optional per-host TLS flags of a route entry, when well-formed. */
+function tlsFlags(entry: object): { redirectHttps?: boolean; hstsMaxAge?: number } {
+  const r = entry as Record<string, unknown>;
+  const out: { redirectHttps?: boolean; hstsMaxAge?: number } = {};
+  if (r.redirectHttps === true) out.redirectHttps = true;
+  if (typeof r.hstsMaxAge === 'number' && Number.isInteger(r.hstsMaxAge) && r.hstsMaxAge > 0) out.hstsMaxAge = r.hstsMaxAge;
+  return out;
 }
 
 /** Bounded memo of Host header → route key; the same few Host values repeat on every request. */

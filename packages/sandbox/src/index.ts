@@ -12,6 +12,8 @@ export type {
   BridgeOptions,
   RuntimeOptions,
   IsolationReport,
+  SandboxStdio,
+  ChildProcessLike,
 } from './types.ts';
 export { createRuntime, readFinalExit, readMeta, DEFAULT_BRIDGE, DEFAULT_CGROUP_ROOT, DEFAULT_STATE_ROOT, DEFAULT_NET_POOL_SIZE } from './runtime.ts';
 export type { SandboxMeta } from './runtime.ts';

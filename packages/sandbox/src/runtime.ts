@@ -61,6 +61,7 @@ import type {
   SandboxRuntime,
   SandboxSpec,
   SandboxStats,
+  ChildProcessLike,
 } from './types.ts';
 import {
   DEFAULT_SANDBOX_PATH,
@@ -144,6 +145,16 @@ async function validateSpec(spec: SandboxSpec, isolation: IsolationMode): Promis
     if (!(l.cpus > 0) || !Number.isFinite(l.cpus)) throw new Error(`sandbox ${spec.id}: limits.cpus must be > 0`);
     if (!Number.isInteger(l.pids) || l.pids < 1) throw new Error(`sandbox ${spec.id}: limits.pids must be a positive integer`);
   }
+  if (spec.rootfs || spec.insideUid !== undefined || spec.insideGid !== undefined) {
+    if (isolation !== 'sandbox') throw new Error(`sandbox ${spec.id}: an image root filesystem and inside ids need sandbox isolation`);
+    for (const [name, v] of [['insideUid', spec.insideUid], ['insideGid', spec.insideGid]] as const) {
+      if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 0xfffffffe)) throw new Error(`sandbox ${spec.id}: ${name} must be an id >= 0, got ${v}`);
+    }
+  }
+  if (spec.rootfs) {
+    const st = path.isAbsolute(spec.rootfs.source) ? await fsp.stat(spec.rootfs.source).catch(() => null) : null;
+    if (!st?.isDirectory()) throw new Error(`sandbox ${spec.id}: rootfs "${spec.rootfs.source}" is not an existing absolute directory`);
+  }
   const targets = new Set<string>();
   for (const m of spec.mounts ?? []) {
     if (!path.isAbsolute(m.source)) throw new Error(`sandbox ${spec.id}: mount source must be absolute, got "${m.source}"`);
@@ -151,7 +162,7 @@ async function validateSpec(spec: SandboxSpec, isolation: IsolationMode): Promis
     if (!path.posix.isAbsolute(t) || path.posix.normalize(t) !== t || t === '/' || t.endsWith('/')) {
       throw new Error(`sandbox ${spec.id}: mount target must be a normalized absolute path other than "/", got "${t}"`);
     }
-    if (FORBIDDEN_TARGETS.some((f) => t === f || t.startsWith(f + '/'))) throw new Error(`sandbox ${spec.id}: mount target "${t}" would shadow a system directory`);
+    if (!spec.rootfs && FORBIDDEN_TARGETS.some((f) => t === f || t.startsWith(f + '/'))) throw new Error(`sandbox ${spec.id}: mount target "${t}" would shadow a system directory`);
     if (targets.has(t)) throw new Error(`sandbox ${spec.id}: duplicate mount target "${t}"`);
     targets.add(t);
     try {
@@ -287,7 +298,7 @@ function traceLine(msg: string): void {
  * Re-run `check` until it returns non-null: on every change of `watchFile` (inotify), on `child`'s
  * exit, and every `pollMs` as a fallback (fs.watch is best effort). null on timeout.
  */
-async function waitFor<T>(check: () => Promise<T | null>, opts: { watchFile?: string; child?: ChildProcess; pollMs: number; timeoutMs: number }): Promise<T | null> {
+async function waitFor<T>(check: () => Promise<T | null>, opts: { watchFile?: string; child?: ChildProcessLike; pollMs: number; timeoutMs: number }): Promise<T | null> {
   const first = await check();
   if (first !== null) return first;
   return new Promise<T | null>((resolve, reject) => {
@@ -393,7 +404,7 @@ class Handle implements SandboxHandle {
   constructor(
     private readonly meta: SandboxMeta,
     private readonly stateDir: string,
-    child?: ChildProcess,
+    child?: ChildProcessLike,
   ) {
     this.id = meta.id;
     this.pid = meta.pid!;
@@ -649,7 +660,8 @@ class BwrapRuntime extends BaseRuntime {
     // refused). Nothing is created before the spec is valid.
     const [valid, taken] = await Promise.allSettled([
       validateSpec(spec, 'sandbox'),
-      bridged && this.pool && !this.closed ? this.pool.take() : Promise.resolve(null),
+      // Interactive runs spawn their own launcher (no zygote): they build their network.
+      bridged && this.pool && !this.closed && !spec?.stdio ? this.pool.take() : Promise.resolve(null),
     ]);
     const slot: NetSlot | null = taken.status === 'fulfilled' ? taken.value : null;
     const zygote = slot?.zygote ?? null;
@@ -726,7 +738,7 @@ class BwrapRuntime extends BaseRuntime {
         await Promise.all([configureNetnsSide({ netns: netns!, ip: meta.ip, cidr: parseCidr(this.bridge.cidr) }), forgetNeighbor(meta.ip, this.bridge.name)]);
         tr.mark('network');
       }
-      let child: ChildProcess;
+      let child: ChildProcessLike | undefined;
       let pid: number;
       meta.startedAt = new Date().toISOString();
       if (zygote) {
@@ -735,7 +747,17 @@ class BwrapRuntime extends BaseRuntime {
         child = zygote.child;
         pid = zygote.pid;
         meta.pidStartTime = zygote.startTime;
-        child.stdin!.end(`${process.pid} ${listFh!.fd} ${files.log.fd} ${files.status.fd} ${argsFh.fd}\n`);
+        zygote.child.stdin!.end(`${process.pid} ${listFh!.fd} ${files.log.fd} ${files.status.fd} ${argsFh.fd}\n`);
+      } else if (spec.stdio) {
+        // The caller's stdio (pty/pipes); status and env are opened through /proc/<our pid>/fd/N
+        // like the zygote does, so they stay open here until bwrap reported in (below).
+        const d = `/proc/${process.pid}/fd`;
+        const [cmd, ...args] = [this.tools.bash ?? this.tools.sh, ...this.launchArgs(spec, meta, plan)];
+        args.splice(1, 1, `exec 3>"${d}/${files.status.fd}" 4<"${d}/${argsFh.fd}" || exit 125; ` + args[1]);
+        // Pipes from node are sockets, and a first-level bash reads ~/.bashrc when stdin is a
+        // socket (rshd detection): SHLVL=1 makes every bash of the chain a nested one.
+        ({ child, pid } = await spec.stdio.spawn(cmd, args, { env: { ...HELPER_ENV, SHLVL: '1' } as Record<string, string>, cwd: '/' }));
+        meta.pidStartTime = procStatSync(pid)?.startTime ?? null;
       } else {
         // The environment goes to bwrap through fd 4 (--args), not argv: argv of host processes is
         // visible to every host user in `ps`, and app env holds secrets.
@@ -798,8 +820,9 @@ class BwrapRuntime extends BaseRuntime {
    * mounts. Throws when a source is unreachable and cannot be staged (no staging directory, or
    * the uid could redirect the path root would resolve).
    */
-  private stagePlanFor(spec: SandboxSpec): StagePlan | null {
-    const mounts = (spec.mounts ?? []) as Mount[];
+  private stagePlanFor(spec: SandboxSpec): (StagePlan & { rootfs?: string }) | null {
+    // An image root is staged like a mount (first in the list), under the same rules.
+    const mounts = [...(spec.rootfs ? [{ source: spec.rootfs.source, target: '/', readonly: spec.rootfs.readonly }] : []), ...((spec.mounts ?? []) as Mount[])];
     const who = { uid: spec.uid, gid: spec.gid };
     let blocked: { source: string; dir: string } | null = null;
     for (const m of mounts) {
@@ -817,7 +840,8 @@ class BwrapRuntime extends BaseRuntime {
       const dir = redirectableBy(m.source, who);
       if (dir) throw new Error(`sandbox ${spec.id}: ${why}, and it cannot be staged safely: ${dir} on the way to "${m.source}" is writable by uid ${spec.uid}`);
     }
-    return stagePlan(staging, mounts);
+    const plan = stagePlan(staging, mounts);
+    return spec.rootfs ? { prefix: plan.prefix, mounts: plan.mounts.slice(1), rootfs: plan.mounts[0].source } : plan;
   }
 
   /**
@@ -841,17 +865,23 @@ class BwrapRuntime extends BaseRuntime {
   }
 
   /** `plan`: the mounts' sources are the staged ones. */
-  private bwrapArgs(spec: SandboxSpec, plan: StagePlan | null): string[] {
+  private bwrapArgs(spec: SandboxSpec, plan: (StagePlan & { rootfs?: string }) | null): string[] {
     const b: string[] = [this.tools.bwrap, '--unshare-user', '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try'];
     if (spec.network.mode === 'none') b.push('--unshare-net');
     b.push('--hostname', spec.id);
-    b.push(...this.binds);
+    // Image apps: their USER inside the user namespace; the host side stays spec.uid (setpriv above).
+    if (spec.insideUid !== undefined) b.push('--uid', String(spec.insideUid));
+    if (spec.insideGid !== undefined) b.push('--gid', String(spec.insideGid));
+    if (spec.rootfs) b.push(spec.rootfs.readonly ? '--ro-bind' : '--bind', plan?.rootfs ?? spec.rootfs.source, '/');
+    else b.push(...this.binds);
     b.push('--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp');
     for (const m of (plan?.mounts ?? spec.mounts) as Mount[]) b.push(m.readonly ? '--ro-bind' : '--bind', m.source, m.target);
-    b.push('--remount-ro', '/');
+    if (!spec.rootfs) b.push('--remount-ro', '/');
     // --clearenv must precede --args: bwrap applies both in order.
     b.push('--chdir', spec.cwd, '--clearenv', '--args', '4');
-    b.push('--new-session', '--cap-drop', 'ALL', '--json-status-fd', '3', '--', ...spec.argv);
+    // A terminal session keeps the launcher's session, so the terminal's signals reach the command.
+    if (!spec.stdio?.tty) b.push('--new-session');
+    b.push('--cap-drop', 'ALL', '--json-status-fd', '3', '--', ...spec.argv);
     return b;
   }
 
@@ -991,9 +1021,16 @@ class PlainRuntime extends BaseRuntime {
     try {
       meta.startedAt = new Date().toISOString();
       const files = await openLaunchFiles(spec);
-      let spawned;
+      let spawned: { child?: ChildProcessLike; pid: number };
       try {
-        spawned = await spawnDetached(this.shell, ['-c', wrapper, 'swg-run', ...spec.argv], files, {
+        if (spec.stdio) {
+          // The caller's stdio; the status file is opened by path (the wrapper runs as we do), and
+          // the ids are dropped for the command only (the caller's spawn cannot set them).
+          const status = path.join(spec.stateDir, STATUS);
+          const norc = this.shell.endsWith('bash') ? ['--norc'] : []; // pipes are sockets: see BwrapRuntime
+          const drop = switchIds ? [(await which('setpriv')) ?? 'setpriv', `--reuid=${spec.uid}`, `--regid=${spec.gid}`, '--clear-groups', '--'] : [];
+          spawned = await spec.stdio.spawn(this.shell, [...norc, '-c', 'exec 3>>"$0" || exit 125; ' + wrapper, status, ...drop, ...spec.argv], { env: sandboxEnv(spec.env ?? {}), cwd });
+        } else spawned = await spawnDetached(this.shell, ['-c', wrapper, 'swg-run', ...spec.argv], files, {
           env: sandboxEnv(spec.env ?? {}),
           cwd,
           uid: switchIds ? spec.uid : undefined,

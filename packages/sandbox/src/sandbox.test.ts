@@ -365,4 +365,21 @@ describe('sandbox runtime (bwrap)', { skip }, () => {
     await h.kill('SIGKILL');
     await h.wait();
   });
+
+  it('rootfs mode (OCI images): the image root is /, its ids live inside the user namespace only', async () => {
+    const root = path.join(ROOT, 'images', 'img');
+    for (const d of ['bin', 'proc', 'dev', 'tmp', 'srv']) await fsp.mkdir(path.join(root, d), { recursive: true });
+    await fsp.copyFile('/bin/busybox', path.join(root, 'bin/busybox'));
+    await fsp.symlink('busybox', path.join(root, 'bin/sh'));
+    await prepareWritableDir(root, UID, UID);
+    const script = 'echo "uid=$(busybox id -u) gid=$(busybox id -g) pwd=$(pwd)"; test -e /usr && echo SEES_USR || echo no-usr; echo hi > /srv/f && echo root-rw';
+    const h = await rt.start(spec('rootfs', { argv: ['/bin/sh', '-c', script], env: { PATH: '/bin' }, cwd: '/srv', mounts: [], rootfs: { source: root, readonly: false }, insideUid: 0, insideGid: 0 }));
+    const exit = await h.wait();
+    const log = await readLog('rootfs');
+    assert.deepEqual(exit, { exitCode: 0, signal: null, oomKilled: false }, log);
+    assert.match(log, /uid=0 gid=0 pwd=\/srv/);
+    assert.ok(log.includes('no-usr') && log.includes('root-rw'), log);
+    assert.equal((await fsp.stat(path.join(root, 'srv/f'))).uid, UID, 'root inside is the unprivileged uid on the host');
+    await assert.rejects(rt.start(spec('rootfs-bad', { mounts: [], rootfs: { source: '/nonexistent-root', readonly: true } })), /rootfs .* is not an existing absolute directory/);
+  });
 });

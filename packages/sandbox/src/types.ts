@@ -42,6 +42,45 @@ export interface SandboxSpec {
   logFile: string;
   /** host dir owned by the sandbox package for this process (status file, metadata) */
   stateDir: string;
+  /**
+   * Interactive runs (one-off processes): the launch chain is started by the caller on stdio it
+   * owns (a pty, or pipes) instead of detached onto logFile. Not pooled; not adoptable after the
+   * caller exits in any useful way (its stdio is gone with it).
+   */
+  stdio?: SandboxStdio;
+  /**
+   * Rootfs mode (OCI images): this host directory is `/` instead of the host's system
+   * directories; /proc, /dev and a tmpfs /tmp are mounted in it, then `mounts`. `sandbox`
+   * isolation only.
+   */
+  rootfs?: { source: string; readonly: boolean };
+  /**
+   * Ids the process has *inside* its user namespace (an image's USER, 0 included); the host
+   * side is always the unprivileged uid/gid above. Default: the same as uid/gid.
+   */
+  insideUid?: number;
+  insideGid?: number;
+}
+
+/** How an interactive sandbox's launcher is spawned (see SandboxSpec.stdio). */
+export interface SandboxStdio {
+  /**
+   * A terminal: the command stays in the launcher's session (no bwrap --new-session), so the
+   * terminal's signals (SIGWINCH on resize) reach it.
+   */
+  tty: boolean;
+  /**
+   * Spawn `file args` in a new session (setsid; with a pty as its controlling terminal) with the
+   * caller's stdio and exactly this env; resolves with its pid once it runs. `child`, when given,
+   * lets the runtime see its exit at once.
+   */
+  spawn(file: string, args: string[], opts: { env: Record<string, string>; cwd: string }): Promise<{ pid: number; child?: ChildProcessLike }>;
+}
+
+/** What the runtime needs of a spawned process: its exit event. */
+export interface ChildProcessLike {
+  on(event: 'exit', listener: () => void): unknown;
+  off(event: 'exit', listener: () => void): unknown;
 }
 
 /**

@@ -1,9 +1,8 @@
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir } from 'node:fs/promises';
 import { cpus, hostname, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import type { Logger } from 'pino';
-import { newId } from '@shellwego/core';
 import { InProcessBus } from '@shellwego/bus';
 import { FileBlobStore, openSqliteStore } from '@shellwego/store';
 import { createControlPlane, SecretBox } from '@shellwego/control-plane';
@@ -13,12 +12,16 @@ import { createAgent } from '@shellwego/agent';
 import { createBuilder } from '@shellwego/builder';
 import { createRouter } from '@shellwego/router';
 import type { AllInOneConfig } from './config.ts';
+import { firstHost, stableNodeId } from './util.ts';
+import { tlsSettings } from './tls.ts';
 
 export const VERSION = '0.1.0';
 
 export interface AllInOne {
   apiUrl: string;
   routerUrl: string;
+  /** The router's HTTPS listener; null when TLS is off. */
+  httpsUrl: string | null;
   apiPort: number;
   routerPort: number;
   nodeId: string;
@@ -26,24 +29,6 @@ export interface AllInOne {
   logger: Logger;
   /** Stops the platform; apps keep running only when asked to (live restore). */
   close(opts?: { keepAppsRunning?: boolean }): Promise<void>;
-}
-
-async function stableNodeId(dataDir: string): Promise<string> {
-  const file = join(dataDir, 'node-id');
-  try {
-    return (await readFile(file, 'utf8')).trim();
-  } catch {
-    const id = newId('nod');
-    await writeFile(file, id + '\n', { mode: 0o600 });
-    return id;
-  }
-}
-
-function firstHost(cidr: string): string {
-  const [base] = cidr.split('/');
-  const parts = base.split('.').map(Number);
-  parts[3] += 1;
-  return parts.join('.');
 }
 
 /**
@@ -77,7 +62,7 @@ export async function startAllInOne(config: AllInOneConfig, logger: Logger = pin
 
   const cp = await createControlPlane({
     store, bus, blobs, secrets, logger: logger.child({ part: 'control-plane' }),
-    settings: { baseDomain: config.baseDomain, routerPort: config.routerPort, routerScheme: 'http', dataDir: config.dataDir, maxUploadBytes: config.maxUploadBytes, version: VERSION },
+    settings: { baseDomain: config.baseDomain, routerPort: config.routerPort, routerScheme: 'http', dataDir: config.dataDir, maxUploadBytes: config.maxUploadBytes, version: VERSION, tls: await tlsSettings(config.tls, config.tls.httpsPort), fetchAllowPrivate: config.fetchAllowPrivate },
     reconcileIntervalMs: config.reconcileIntervalMs,
   });
   const bootstrap = await cp.bootstrap({ email: config.adminEmail, password: config.adminPassword });
@@ -89,7 +74,12 @@ export async function startAllInOne(config: AllInOneConfig, logger: Logger = pin
     stateRoot: join(config.dataDir, 'sandbox'),
   });
 
-  const router = await createRouter({ bus, host: config.bind, port: config.routerPort, logger: logger.child({ part: 'router' }) });
+  const router = await createRouter({
+    bus, host: config.bind, port: config.routerPort, logger: logger.child({ part: 'router' }),
+    ...(config.tls.mode === 'off' ? {} : { tls: { port: config.tls.httpsPort } }),
+  });
+  // Port 0 picked a free HTTPS port: URLs the control plane prints must use it.
+  if (cp.context.settings.tls && router.httpsPort !== null) cp.context.settings.tls.httpsPort = router.httpsPort;
   const builder = createBuilder({
     bus, blobs, runtime, logger: logger.child({ part: 'builder' }),
     workDir: join(config.dataDir, 'builds'), cacheDir: join(config.dataDir, 'build-cache'),
@@ -108,6 +98,7 @@ export async function startAllInOne(config: AllInOneConfig, logger: Logger = pin
   return {
     apiUrl: `http://${hostForUrl}:${apiPort}`,
     routerUrl: `http://${hostForUrl}:${router.port}`,
+    httpsUrl: router.httpsPort === null ? null : `https://${hostForUrl}:${router.httpsPort}`,
     apiPort,
     routerPort: router.port,
     nodeId,

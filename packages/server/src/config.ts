@@ -1,5 +1,7 @@
 import { resolve } from 'node:path';
 import type { IsolationMode } from '@shellwego/sandbox';
+import { tlsConfigFromEnv } from './tls.ts';
+import type { TlsConfig } from './tls.ts';
 
 /** Settings of the all-in-one process, from the environment (names are part of the interface contract). */
 export interface AllInOneConfig {
@@ -18,6 +20,10 @@ export interface AllInOneConfig {
   /** On SIGINT/SIGTERM, leave apps running for the next start to adopt (live restore). */
   keepAppsRunning: boolean;
   reconcileIntervalMs: number;
+  /** HTTPS on the router and certificates: SHELLWEGO_TLS, SHELLWEGO_HTTPS_PORT, SHELLWEGO_ACME_* (see tls.ts). */
+  tls: TlsConfig;
+  /** Webhook fetches may reach private/loopback addresses (internal git servers, tests). */
+  fetchAllowPrivate: boolean;
 }
 
 function port(name: string, value: string | undefined, fallback: number): number {
@@ -44,7 +50,42 @@ export function configFromEnv(env: NodeJS.ProcessEnv, overrides: Partial<AllInOn
     logLevel: env.SHELLWEGO_LOG_LEVEL || 'info',
     keepAppsRunning: env.SHELLWEGO_KEEP_APPS_RUNNING === '1',
     reconcileIntervalMs: Number(env.SHELLWEGO_RECONCILE_MS || 5000),
+    tls: tlsConfigFromEnv(env),
+    fetchAllowPrivate: env.SHELLWEGO_FETCH_ALLOW_PRIVATE === '1',
     ...overrides,
     isolation,
+  };
+}
+
+// ---------- split mode (server / node) ----------
+
+/** Settings of `server` (control plane + builder) and `node` (agent + router) processes. */
+export interface SplitConfig extends AllInOneConfig {
+  /** NATS server URL(s), comma-separated (SHELLWEGO_NATS_URL / --nats). */
+  natsUrls: string[];
+  /** node: the control plane's blob directory (same machine until remote blob fetch exists). */
+  blobsDir: string;
+  /** node: its own state (node id, sandboxes, agent state), apart from the server's data dir. */
+  nodeDataDir: string;
+  /** server: the builder's sandbox bridge, apart from the node's so one machine can run both. */
+  buildBridgeName: string;
+  buildBridgeCidr: string;
+}
+
+export function splitConfigFromEnv(env: NodeJS.ProcessEnv, overrides: Partial<SplitConfig> = {}): SplitConfig {
+  const base = configFromEnv(env, overrides);
+  const natsUrls = overrides.natsUrls ?? (env.SHELLWEGO_NATS_URL || 'nats://127.0.0.1:4222').split(',').map((u) => u.trim()).filter(Boolean);
+  for (const u of natsUrls) {
+    if (!/^(nats|tls):\/\/[^/\s]+$/.test(u)) throw new Error(`SHELLWEGO_NATS_URL / --nats must be nats://host:port (comma-separated for several), got '${u}'`);
+  }
+  return {
+    ...base,
+    natsUrls,
+    blobsDir: resolve(env.SHELLWEGO_BLOBS_DIR || `${base.dataDir}/blobs`),
+    nodeDataDir: resolve(env.SHELLWEGO_NODE_DATA_DIR || '.shellwego-node'),
+    buildBridgeName: env.SHELLWEGO_BUILD_BRIDGE || 'swgb0',
+    buildBridgeCidr: env.SHELLWEGO_BUILD_BRIDGE_CIDR || '10.90.0.0/16',
+    ...overrides,
+    isolation: base.isolation,
   };
 }

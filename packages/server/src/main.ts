@@ -1,6 +1,8 @@
 import { Command } from 'commander';
 import { configFromEnv } from './config.ts';
 import { startAllInOne } from './all-in-one.ts';
+import { runSplit } from './split.ts';
+import type { SplitCommandOptions } from './split.ts';
 
 const program = new Command('shellwego-server')
   .description('ShellWeGo platform daemons');
@@ -26,7 +28,7 @@ program
       platform = await startAllInOne(config);
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
-      const msg = e.code === 'EADDRINUSE' ? `${e.message}: another process uses the port (set SHELLWEGO_API_PORT / SHELLWEGO_HTTP_PORT)` : e.message;
+      const msg = e.code === 'EADDRINUSE' ? `${e.message}: another process uses the port (set SHELLWEGO_API_PORT / SHELLWEGO_HTTP_PORT / SHELLWEGO_HTTPS_PORT)` : e.message;
       process.stderr.write(`error: could not start ShellWeGo: ${msg}\n`);
       if (process.env.SHELLWEGO_DEBUG) process.stderr.write(String(e.stack) + '\n');
       process.exit(1);
@@ -41,6 +43,7 @@ program
       `\nShellWeGo ${'is running'} (isolation: ${config.isolation}, data: ${config.dataDir})\n` +
       `  API:      ${platform.apiUrl}   (OpenAPI: ${platform.apiUrl}/v1/openapi.json)\n` +
       `  Apps:     http://<app>.${config.baseDomain}:${platform.routerPort}\n` +
+      (platform.httpsUrl ? `  HTTPS:    https://<app>.${config.baseDomain}:${new URL(platform.httpsUrl).port} (TLS: ${config.tls.mode}${config.tls.mode === 'local-ca' ? `; trust ${config.dataDir}/tls/local-ca.pem` : ''})\n` : '') +
       login +
       `  Log in:   npx shellwego login --email ${b.email} --api ${platform.apiUrl}${b.generatedPassword ? ` --password ${b.generatedPassword}` : ''}\n` +
       `  Deploy:   npx shellwego apps create hello && npx shellwego deploy examples/node-express --app hello\n\n`,
@@ -58,5 +61,25 @@ program
     process.on('SIGINT', () => shutdown('SIGINT'));
     process.on('SIGTERM', () => shutdown('SIGTERM'));
   });
+
+// ---------- split mode: server / node ----------
+const isolationHelp = "how apps (node) and builds (server) are isolated: 'sandbox' (default) or 'none' (development only)";
+program
+  .command('server')
+  .description('run the control plane and builder (API, deployer, builds) on SQLite, talking to nodes over NATS')
+  .option('--nats <url>', 'NATS server URL(s), comma-separated (SHELLWEGO_NATS_URL; default nats://127.0.0.1:4222)')
+  .option('--data-dir <dir>', 'database, master key, blobs, logs (SHELLWEGO_DATA_DIR; default .shellwego)')
+  .option('--isolation <mode>', isolationHelp)
+  .action((opts: SplitCommandOptions) => runSplit('server', opts));
+program
+  .command('node')
+  .description('run a node: agent and router, taking assignments and route tables over NATS; keeps serving while the server is away')
+  .option('--nats <url>', 'NATS server URL(s), comma-separated (SHELLWEGO_NATS_URL; default nats://127.0.0.1:4222)')
+  .option('--data-dir <dir>', "the node's own state: node id, sandboxes, agent state (SHELLWEGO_NODE_DATA_DIR; default .shellwego-node)")
+  .option('--blobs-dir <dir>', "the server's blob directory, read locally: the node must run on the server's machine for now " +
+    '(fetching artifacts over the network is not built yet) (SHELLWEGO_BLOBS_DIR; default <SHELLWEGO_DATA_DIR>/blobs)')
+  .option('--isolation <mode>', isolationHelp)
+  .option('--keep-apps-running', 'on shutdown, leave apps running for the next start to adopt')
+  .action((opts: SplitCommandOptions) => runSplit('node', opts));
 
 await program.parseAsync(process.argv);

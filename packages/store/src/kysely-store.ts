@@ -6,24 +6,31 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Kysely, Selectable, Updateable } from 'kysely';
-import type { Role, BuildState, InstanceState, NodeState, Stack } from '@shellwego/core';
+import type { Role, BuildState, HealthCheckT, InstanceState, NodeState, Stack } from '@shellwego/core';
 import type {
   AppRow, AppsRepo, BuildRow, BuildsRepo, ConfigRepo, EventRow, EventsRepo, FormationRepo, FormationRow, InstanceRow,
   InstancesRepo, MembershipRow, MembershipsRepo, NodeRow, NodesRepo, OrganizationRow, OrganizationsRepo, ReleaseRow,
   ReleasesRepo, Store, TokenRow, OrganizationKeyRow, OrganizationKeysRepo, TokensRepo, UserRow, UsersRepo,
 } from './types.ts';
+import type { DeploymentsRepo, WebhooksRepo } from './types.ts';
+import type { CertificatesRepo, DomainsRepo } from './types.ts';
 import type {
   ApiTokensTable, AppsTable, BuildsTable, Database, EventsTable, FormationsTable, InstancesTable, NodesTable,
   OrganizationKeysTable, OrganizationsTable, ReleasesTable, UsersTable,
 } from './schema.ts';
 import { StoreMisuseError, StoreReferenceError, translateError } from './errors.ts';
 import { appliedMigrations } from './migrations/index.ts';
+import { Webhooks } from './repos/webhooks.ts';
+import { ImageBuilds } from './repos/image-builds.ts';
+import type { ImageBuildsRepo } from './types.ts';
+import { Deployments } from './repos/deployments.ts';
+import { Certificates, Domains } from './repos/domains.ts';
 
 type Db = Kysely<Database>;
 export type Dialect = Store['dialect'];
 
 /** What repositories get from their store: the executor to use and a way to be atomic. */
-interface Ctx {
+export interface Ctx {
   /** This store's executor (the transaction when bound to one). */
   q(): Db;
   /** Runs fn in the current transaction, or in a new one. */
@@ -54,6 +61,11 @@ export class KyselyStore implements Store {
   readonly events: EventsRepo;
   readonly nodes: NodesRepo;
   readonly organizationKeys: OrganizationKeysRepo;
+  readonly domains: DomainsRepo;
+  readonly certificates: CertificatesRepo;
+  readonly webhooks: WebhooksRepo;
+  readonly deployments: DeploymentsRepo;
+  readonly imageBuilds: ImageBuildsRepo;
 
   readonly #db: Db;
   /** Identity shared by a store and the stores bound to its transactions. */
@@ -86,6 +98,11 @@ export class KyselyStore implements Store {
     this.events = translated(new Events(ctx));
     this.nodes = translated(new Nodes(ctx));
     this.organizationKeys = translated(new OrganizationKeys(ctx));
+    this.domains = translated(new Domains(ctx));
+    this.certificates = translated(new Certificates(ctx));
+    this.webhooks = translated(new Webhooks(ctx));
+    this.deployments = translated(new Deployments(ctx));
+    this.imageBuilds = translated(new ImageBuilds(ctx));
   }
 
   async transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T> {
@@ -194,6 +211,7 @@ const toApp = (r: Selectable<AppsTable>): AppRow => ({
 });
 const toFormation = (r: Selectable<FormationsTable>): FormationRow => ({
   appId: r.app_id, type: r.type, quantity: r.quantity, command: r.command, updatedAt: r.updated_at,
+  healthcheck: r.healthcheck === null ? null : JSON.parse(r.healthcheck) as HealthCheckT,
 });
 const toBuild = (r: Selectable<BuildsTable>): BuildRow => ({
   id: r.id, appId: r.app_id, organizationId: r.organization_id, state: r.state as BuildState, stack: r.stack as Stack | null,
@@ -211,7 +229,7 @@ const toInstance = (r: Selectable<InstancesTable>): InstanceRow => ({
   processType: r.process_type, index: r.process_index, nodeId: r.node_id, desired: r.desired as InstanceRow['desired'],
   state: r.state as InstanceState, exitCode: r.exit_code, signal: r.signal, oomKilled: bool(r.oom_killed), restarts: r.restarts,
   address: r.address, startedAt: r.started_at, restartGeneration: r.restart_generation, lastLog: JSON.parse(r.last_log) as string[],
-  createdAt: r.created_at, updatedAt: r.updated_at,
+  createdAt: r.created_at, updatedAt: r.updated_at, stopAfter: r.stop_after,
 });
 const toEvent = (r: Selectable<EventsTable>): EventRow => ({
   id: r.id, organizationId: r.organization_id, appId: r.app_id, type: r.type, message: r.message,
@@ -440,7 +458,7 @@ class Apps implements AppsRepo {
       const app = await db.selectFrom('apps').select('id').where('id', '=', id).where('organization_id', '=', organizationId).executeTakeFirst();
       if (!app) return false;
       // Children first, in foreign-key order (instances → releases → builds).
-      for (const table of ['instances', 'releases', 'builds', 'config_vars', 'formations', 'events'] as const) {
+      for (const table of ['webhook_deliveries', 'webhooks', 'deployments', 'deploy_settings', 'instances', 'releases', 'image_builds', 'builds', 'config_vars', 'formations', 'events'] as const) {
         await db.deleteFrom(table).where('app_id', '=', id).where('organization_id', '=', organizationId).execute();
       }
       await db.deleteFrom('apps').where('id', '=', id).where('organization_id', '=', organizationId).execute();
@@ -496,15 +514,17 @@ class Formation implements FormationRepo {
     return rows.map(toFormation);
   }
 
-  async upsert(organizationId: string, appId: string, type: string, patch: { quantity?: number; command?: string | null }): Promise<FormationRow> {
+  async upsert(organizationId: string, appId: string, type: string, patch: { quantity?: number; command?: string | null; healthcheck?: HealthCheckT | null }): Promise<FormationRow> {
     return this.c.atomic(async (db) => {
       await appInOrg(db, organizationId, appId);
       const at = now();
       const update: Updateable<FormationsTable> = { updated_at: at };
       if (patch.quantity !== undefined) update.quantity = patch.quantity;
       if (patch.command !== undefined) update.command = patch.command;
+      const healthcheck = patch.healthcheck === undefined || patch.healthcheck === null ? null : JSON.stringify(patch.healthcheck);
+      if (patch.healthcheck !== undefined) update.healthcheck = healthcheck;
       const r = await db.insertInto('formations')
-        .values({ organization_id: organizationId, app_id: appId, type, quantity: patch.quantity ?? 0, command: patch.command ?? null, updated_at: at })
+        .values({ organization_id: organizationId, app_id: appId, type, quantity: patch.quantity ?? 0, command: patch.command ?? null, healthcheck, updated_at: at })
         .onConflict((oc) => oc.columns(['app_id', 'type']).doUpdateSet(update).where('formations.organization_id', '=', organizationId))
         .returningAll().executeTakeFirstOrThrow();
       return toFormation(r);
@@ -622,13 +642,13 @@ const instanceColumns: ColumnSpec<InstanceRow, InstancesTable> = {
   releaseId: ['release_id'], releaseVersion: ['release_version'], processType: ['process_type'], index: ['process_index'],
   nodeId: ['node_id'], desired: ['desired'], state: ['state'], exitCode: ['exit_code'], signal: ['signal'],
   oomKilled: ['oom_killed', (v) => int(v as boolean)], restarts: ['restarts'], address: ['address'], startedAt: ['started_at'],
-  restartGeneration: ['restart_generation'], lastLog: ['last_log', (v) => JSON.stringify(v)], updatedAt: ['updated_at'],
+  restartGeneration: ['restart_generation'], lastLog: ['last_log', (v) => JSON.stringify(v)], updatedAt: ['updated_at'], stopAfter: ['stop_after'],
 };
 
 class Instances implements InstancesRepo {
   constructor(private readonly c: Ctx) {}
 
-  async create(row: Omit<InstanceRow, 'createdAt' | 'updatedAt'>): Promise<InstanceRow> {
+  async create(row: Omit<InstanceRow, 'createdAt' | 'updatedAt' | 'stopAfter'>): Promise<InstanceRow> {
     const at = now();
     const r = await this.c.q().insertInto('instances')
       .values({

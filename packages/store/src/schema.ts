@@ -71,6 +71,8 @@ export interface FormationsTable {
   quantity: number;
   command: string | null;
   updated_at: string;
+  /** JSON HealthCheck or null (TCP connect) — migration 0004. */
+  healthcheck: string | null;
 }
 
 export interface BuildsTable {
@@ -131,6 +133,8 @@ export interface InstancesTable {
   last_log: string;
   created_at: string;
   updated_at: string;
+  /** Set while the instance drains out of the router; it is stopped at this time (migration 0004). */
+  stop_after: string | null;
 }
 
 export interface EventsTable {
@@ -164,6 +168,116 @@ export interface OrganizationKeysTable {
   created_at: string;
 }
 
+/** An inbound GitHub/GitLab webhook (migration 0005). */
+export interface WebhooksTable {
+  id: string;
+  organization_id: string;
+  app_id: string;
+  provider: string;
+  /** The repository URL without credentials, for display. */
+  repository_url: string;
+  /** Sealed full repository URL (it may carry credentials). */
+  repository_sealed: string;
+  branch: string;
+  secret_sealed: string;
+  created_by: string | null;
+  created_at: string;
+}
+
+/** One received delivery per (hook, delivery id): replay protection (migration 0005). */
+export interface WebhookDeliveriesTable {
+  hook_id: string;
+  delivery_id: string;
+  organization_id: string;
+  app_id: string;
+  event: string;
+  status: string;
+  message: string;
+  build_id: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+/** A custom domain routed to an app (migration 0003). */
+export interface DomainsTable {
+  id: string;
+  organization_id: string;
+  app_id: string;
+  hostname: string;
+  redirect_https: number;
+  hsts_max_age: number;
+  created_at: string;
+  updated_at: string;
+}
+
+/** A certificate or platform TLS key (migration 0003); private keys only sealed. */
+export interface CertificatesTable {
+  id: string;
+  organization_id: string;
+  domain_id: string | null;
+  name: string;
+  kind: string;
+  /** JSON array of DNS names */
+  hostnames: string;
+  issuer: string;
+  challenge_type: string | null;
+  status: string;
+  cert_pem: string | null;
+  key_sealed: string | null;
+  not_before: string | null;
+  not_after: string | null;
+  renew_after: string | null;
+  error: string | null;
+  attempts: number;
+  next_attempt_at: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+/** One release rollout (migration 0004). */
+export interface DeploymentsTable {
+  id: string;
+  organization_id: string;
+  app_id: string;
+  from_release_id: string | null;
+  from_version: number | null;
+  to_release_id: string;
+  to_version: number;
+  strategy: string;
+  /** JSON DeploySettings the deployment started with */
+  settings: string;
+  state: string;
+  phase: string;
+  reason: string | null;
+  step: number;
+  step_started_at: string | null;
+  progress_at: string;
+  /** JSON array of { at, message } */
+  history: string;
+  created_by: string | null;
+  created_at: string;
+  updated_at: string;
+  finished_at: string | null;
+}
+
+/** What an OCI image build pulls (migration 0006); credentials sealed. */
+export interface ImageBuildsTable {
+  build_id: string;
+  organization_id: string;
+  app_id: string;
+  reference: string;
+  credentials_sealed: string | null;
+  created_at: string;
+}
+
+/** An app's deploy strategy and limits (migration 0004). */
+export interface DeploySettingsTable {
+  app_id: string;
+  organization_id: string;
+  settings: string;
+  updated_at: string;
+}
+
 export interface Database {
   users: UsersTable;
   organizations: OrganizationsTable;
@@ -178,6 +292,13 @@ export interface Database {
   events: EventsTable;
   nodes: NodesTable;
   organization_keys: OrganizationKeysTable;
+  domains: DomainsTable;
+  certificates: CertificatesTable;
+  webhooks: WebhooksTable;
+  webhook_deliveries: WebhookDeliveriesTable;
+  deployments: DeploymentsTable;
+  deploy_settings: DeploySettingsTable;
+  image_builds: ImageBuildsTable;
 }
 
 /**
@@ -206,6 +327,12 @@ export const UNIQUE_CONSTRAINTS = {
   events_pkey: 'events(id)',
   nodes_pkey: 'nodes(id)',
   organization_keys_pkey: 'organization_keys(organization_id)',
+  domains_pkey: 'domains(id)',
+  domains_hostname_key: 'domains(hostname)',
+  certificates_pkey: 'certificates(id)',
+  certificates_name_key: 'certificates(name)',
+  webhooks_pkey: 'webhooks(id)',
+  webhook_deliveries_pkey: 'webhook_deliveries(hook_id,delivery_id)',
 } as const;
 
 /** The constraints callers are expected to meet; compare with `StoreConflictError.constraint`. */
@@ -216,4 +343,7 @@ export const CONSTRAINTS = {
   tokenHash: UNIQUE_CONSTRAINTS.api_tokens_token_hash_key,
   appName: UNIQUE_CONSTRAINTS.apps_name_key,
   releaseVersion: UNIQUE_CONSTRAINTS.releases_app_id_version_key,
+  domainHostname: UNIQUE_CONSTRAINTS.domains_hostname_key,
+  certificateName: UNIQUE_CONSTRAINTS.certificates_name_key,
+  webhookDelivery: UNIQUE_CONSTRAINTS.webhook_deliveries_pkey,
 } as const;

@@ -1,5 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { migrations } from './migrations/index.ts';
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -43,7 +44,7 @@ describe('sqlite store on disk', () => {
       const path = join(dir, 'shellwego.db');
       const first = await openSqliteStore(path);
       const applied = await first.migrations();
-      assert.deepEqual(applied, ['0001_initial', '0002_organization_keys']);
+      assert.deepEqual(applied, Object.keys(migrations).sort());
       await first.organizations.create({ id: newId('org'), name: 'acme' });
       await first.close();
 

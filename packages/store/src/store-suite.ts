@@ -5,7 +5,7 @@
  */
 import { describe, it, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { newId } from '@shellwego/core';
+import { DEFAULT_DEPLOY_SETTINGS, newId } from '@shellwego/core';
 import type { AppRow, InstanceRow, OrganizationRow, ReleaseRow, Store, UserRow } from './types.ts';
 import { CONSTRAINTS } from './schema.ts';
 import { StoreConflictError, StoreMisuseError, StoreReferenceError } from './errors.ts';
@@ -28,7 +28,7 @@ function release(t: Tenant, buildId: string, extra: Partial<ReleaseRow> = {}) {
   };
 }
 
-function instance(t: Tenant, rel: ReleaseRow, extra: Partial<InstanceRow> = {}): Omit<InstanceRow, 'createdAt' | 'updatedAt'> {
+function instance(t: Tenant, rel: ReleaseRow, extra: Partial<Omit<InstanceRow, 'stopAfter'>> = {}): Omit<InstanceRow, 'createdAt' | 'updatedAt' | 'stopAfter'> {
   return {
     id: newId('ins'), appId: t.app.id, organizationId: t.org.id, releaseId: rel.id, releaseVersion: rel.version, processType: 'web',
     index: 0, nodeId: 'nod_1', desired: 'running', state: 'pending', exitCode: null, signal: null, oomKilled: false, restarts: 0,
@@ -442,6 +442,61 @@ export function storeSuite(name: string, open: () => Promise<Store>): void {
       // The store still works afterwards, and concurrent transactions each complete.
       const ids = await Promise.all([1, 2, 3].map((i) => store.transaction(async (tx) => (await tx.organizations.create({ id: newId('org'), name: `o${i}` })).id)));
       assert.equal(ids.length, 3);
+    });
+
+    it('deployments: create, active, list newest first, compare-and-set transitions, history, tenant walls', async () => {
+      const t = await tenant(store, 'dep');
+      const other = await tenant(store, 'dep-other');
+      const b = await build(store, t);
+      const r1 = await store.releases.create(release(t, b.id));
+      const r2 = await store.releases.create(release(t, b.id));
+      const base = {
+        organizationId: t.org.id, appId: t.app.id, strategy: 'rolling' as const, settings: DEFAULT_DEPLOY_SETTINGS, reason: null, step: 0,
+        stepStartedAt: null, progressAt: new Date().toISOString(), createdBy: t.user.email,
+      };
+      const d1 = await store.deployments.create({ ...base, id: newId('dep'), fromReleaseId: null, fromVersion: null, toReleaseId: r1.id, toVersion: r1.version, state: 'succeeded', phase: 'done' });
+      const d2 = await store.deployments.create({ ...base, id: newId('dep'), fromReleaseId: r1.id, fromVersion: r1.version, toReleaseId: r2.id, toVersion: r2.version, state: 'in_progress', phase: 'starting', history: [{ at: 'x', message: 'created' }] });
+      assert.equal(d2.settings.strategy, 'rolling');
+      assert.equal((await store.deployments.active(t.org.id, t.app.id))?.id, d2.id);
+      assert.deepEqual((await store.deployments.listActive()).map((d) => d.id), [d2.id]);
+      assert.deepEqual((await store.deployments.list(t.org.id, t.app.id)).map((d) => d.id), [d2.id, d1.id]);
+
+      // Compare-and-set: only the first of two racing transitions from in_progress wins.
+      const [won, lost] = await Promise.all([
+        store.deployments.transition(d2.id, 'in_progress', { state: 'succeeded', finishedAt: 'now' }, 'all ready'),
+        store.deployments.transition(d2.id, 'in_progress', { state: 'rolling_back', reason: 'late' }, 'should not apply'),
+      ]);
+      assert.equal(won?.state, 'succeeded');
+      assert.equal(lost, undefined);
+      const after = await store.deployments.get(t.org.id, t.app.id, d2.id);
+      assert.equal(after?.state, 'succeeded');
+      assert.deepEqual(after?.history.map((h) => h.message), ['created', 'all ready']);
+      assert.equal(await store.deployments.active(t.org.id, t.app.id), undefined);
+
+      // Another organization sees nothing.
+      assert.equal(await store.deployments.get(other.org.id, t.app.id, d2.id), undefined);
+      assert.deepEqual(await store.deployments.list(other.org.id, t.app.id), []);
+
+      // Settings: absent until set; upsert; per organization.
+      assert.equal(await store.deployments.getSettings(t.org.id, t.app.id), undefined);
+      await store.deployments.setSettings(t.org.id, t.app.id, { ...DEFAULT_DEPLOY_SETTINGS, strategy: 'canary' });
+      await store.deployments.setSettings(t.org.id, t.app.id, { ...DEFAULT_DEPLOY_SETTINGS, strategy: 'blue-green' });
+      assert.equal((await store.deployments.getSettings(t.org.id, t.app.id))?.strategy, 'blue-green');
+      assert.equal(await store.deployments.getSettings(other.org.id, t.app.id), undefined);
+    });
+
+    it('formation health checks and instance drain deadlines round-trip', async () => {
+      const t = await tenant(store, 'hc');
+      const hc = { type: 'http' as const, path: '/health', intervalSeconds: 1, timeoutSeconds: 1, healthyThreshold: 2, unhealthyThreshold: 3 };
+      assert.equal((await store.formation.upsert(t.org.id, t.app.id, 'web', { quantity: 2 })).healthcheck, null);
+      assert.deepEqual((await store.formation.upsert(t.org.id, t.app.id, 'web', { healthcheck: hc })).healthcheck, hc);
+      assert.equal((await store.formation.upsert(t.org.id, t.app.id, 'web', { quantity: 3 })).healthcheck?.path, '/health');
+      assert.equal((await store.formation.upsert(t.org.id, t.app.id, 'web', { healthcheck: null })).healthcheck, null);
+      const b = await build(store, t);
+      const rel = await store.releases.create(release(t, b.id));
+      const i = await store.instances.create(instance(t, rel));
+      assert.equal(i.stopAfter, null);
+      assert.equal((await store.instances.update(i.id, { stopAfter: '2026-01-01T00:00:00.000Z' }))?.stopAfter, '2026-01-01T00:00:00.000Z');
     });
 
     it('apps.delete removes the app and everything that belongs to it, and nothing else', async () => {

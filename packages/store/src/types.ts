@@ -4,7 +4,7 @@
  * same Kysely queries. Every method that touches tenant data takes the organization id, so a
  * query that forgets the tenant does not compile.
  */
-import type { BuildState, InstanceState, NodeState, Role, Stack } from '@shellwego/core';
+import type { BuildState, DeploySettingsT, DeploymentState, DeployStrategy, HealthCheckT, InstanceState, NodeState, Role, Stack } from '@shellwego/core';
 
 export interface UserRow { id: string; email: string; passwordHash: string; platformAdmin: boolean; createdAt: string }
 export interface OrganizationRow { id: string; name: string; createdAt: string }
@@ -17,7 +17,7 @@ export interface AppRow {
   id: string; organizationId: string; name: string; plan: string; currentReleaseId: string | null;
   restartGeneration: number; createdAt: string; updatedAt: string;
 }
-export interface FormationRow { appId: string; type: string; quantity: number; command: string | null; updatedAt: string }
+export interface FormationRow { appId: string; type: string; quantity: number; command: string | null; healthcheck: HealthCheckT | null; updatedAt: string }
 export interface BuildRow {
   id: string; appId: string; organizationId: string; state: BuildState; stack: Stack | null; sourceDigest: string;
   artifactDigest: string | null; processTypes: Record<string, string>; cacheHit: boolean | null; error: string | null;
@@ -34,6 +34,8 @@ export interface InstanceRow {
   index: number; nodeId: string | null; desired: 'running' | 'stopped'; state: InstanceState; exitCode: number | null;
   signal: string | null; oomKilled: boolean; restarts: number; address: string | null; startedAt: string | null;
   restartGeneration: number; lastLog: string[]; createdAt: string; updatedAt: string;
+  /** Set while draining out of the router: the instance is stopped at this time. */
+  stopAfter: string | null;
 }
 export interface EventRow {
   id: string; organizationId: string; appId: string | null; type: string; message: string;
@@ -105,7 +107,7 @@ export interface ConfigRepo {
 export interface FormationRepo {
   list(organizationId: string, appId: string): Promise<FormationRow[]>;
   /** Creates or updates one process type's quantity and/or command. */
-  upsert(organizationId: string, appId: string, type: string, patch: { quantity?: number; command?: string | null }): Promise<FormationRow>;
+  upsert(organizationId: string, appId: string, type: string, patch: { quantity?: number; command?: string | null; healthcheck?: HealthCheckT | null }): Promise<FormationRow>;
   remove(organizationId: string, appId: string, type: string): Promise<void>;
 }
 
@@ -129,7 +131,7 @@ export interface ReleasesRepo {
 }
 
 export interface InstancesRepo {
-  create(row: Omit<InstanceRow, 'createdAt' | 'updatedAt'>): Promise<InstanceRow>;
+  create(row: Omit<InstanceRow, 'createdAt' | 'updatedAt' | 'stopAfter'>): Promise<InstanceRow>;
   get(organizationId: string, id: string): Promise<InstanceRow | undefined>;
   /** Controllers: by id across tenants (status reports carry only the instance id). */
   byId(id: string): Promise<InstanceRow | undefined>;
@@ -162,6 +164,113 @@ export interface OrganizationKeysRepo {
   createIfAbsent(row: Omit<OrganizationKeyRow, 'createdAt'>): Promise<OrganizationKeyRow>;
 }
 
+export type WebhookProvider = 'github' | 'gitlab';
+/** An inbound webhook; the URL's credentials and the secret are sealed (the store sees no plaintext). */
+export interface WebhookRow {
+  id: string; organizationId: string; appId: string; provider: WebhookProvider; repositoryUrl: string;
+  repositorySealed: string; branch: string; secretSealed: string; createdBy: string | null; createdAt: string;
+}
+export type WebhookDeliveryStatus = 'received' | 'ignored' | 'building' | 'failed';
+export interface WebhookDeliveryRow {
+  hookId: string; deliveryId: string; organizationId: string; appId: string; event: string; status: WebhookDeliveryStatus;
+  message: string; buildId: string | null; createdAt: string; updatedAt: string;
+}
+
+/** What an OCI image build pulls; registry credentials are sealed (the store sees no plaintext). */
+export interface ImageBuildRow {
+  buildId: string; organizationId: string; appId: string; reference: string; credentialsSealed: string | null; createdAt: string;
+}
+export interface ImageBuildsRepo {
+  create(row: Omit<ImageBuildRow, 'createdAt'>): Promise<ImageBuildRow>;
+  get(organizationId: string, buildId: string): Promise<ImageBuildRow | undefined>;
+}
+
+export interface WebhooksRepo {
+  create(row: Omit<WebhookRow, 'createdAt'>): Promise<WebhookRow>;
+  get(organizationId: string, appId: string, id: string): Promise<WebhookRow | undefined>;
+  /** Inbound deliveries only: the hook id in the URL is all they carry (their signature is checked next). */
+  byId(id: string): Promise<WebhookRow | undefined>;
+  list(organizationId: string, appId: string): Promise<WebhookRow[]>;
+  /** Deletes the hook and its delivery records. */
+  delete(organizationId: string, appId: string, id: string): Promise<boolean>;
+  /**
+   * Records a delivery unless this hook already has one with the same id; returns undefined
+   * for a replay (the first writer wins, so concurrent identical deliveries agree).
+   */
+  recordDelivery(row: Omit<WebhookDeliveryRow, 'createdAt' | 'updatedAt' | 'buildId'>): Promise<WebhookDeliveryRow | undefined>;
+  getDelivery(hookId: string, deliveryId: string): Promise<WebhookDeliveryRow | undefined>;
+  updateDelivery(hookId: string, deliveryId: string, patch: Partial<Pick<WebhookDeliveryRow, 'status' | 'message' | 'buildId'>>): Promise<void>;
+  /** Newest first. */
+  listDeliveries(organizationId: string, hookId: string, limit?: number): Promise<WebhookDeliveryRow[]>;
+}
+
+/** A custom domain routed to an app; `hostname` is unique platform-wide. */
+export interface DomainRow {
+  id: string; organizationId: string; appId: string; hostname: string; redirectHttps: boolean; hstsMaxAge: number;
+  createdAt: string; updatedAt: string;
+}
+export type CertificateKind = 'leaf' | 'ca' | 'acme-account';
+export type CertificateStatus = 'pending' | 'issued' | 'failed';
+/** A certificate (or platform TLS key); `keySealed` is the SecretBox-sealed private key PEM. */
+export interface CertificateRow {
+  id: string; organizationId: string; domainId: string | null; name: string; kind: CertificateKind; hostnames: string[];
+  issuer: string; challengeType: string | null; status: CertificateStatus; certPem: string | null; keySealed: string | null;
+  notBefore: string | null; notAfter: string | null; renewAfter: string | null; error: string | null; attempts: number;
+  nextAttemptAt: string | null; createdAt: string; updatedAt: string;
+}
+
+export interface DomainsRepo {
+  create(row: Omit<DomainRow, 'createdAt' | 'updatedAt'>): Promise<DomainRow>;
+  /** `idOrHostname` within one app of one organization. */
+  get(organizationId: string, appId: string, idOrHostname: string): Promise<DomainRow | undefined>;
+  /** Global lookup: hostnames are unique platform-wide. */
+  byHostname(hostname: string): Promise<DomainRow | undefined>;
+  /** The organization's domains, or one app's, by hostname. */
+  list(organizationId: string, appId?: string): Promise<DomainRow[]>;
+  /** Every domain of every organization: controllers only (routes, certificates). */
+  listAll(): Promise<DomainRow[]>;
+  update(organizationId: string, id: string, patch: Partial<Pick<DomainRow, 'redirectHttps' | 'hstsMaxAge'>>): Promise<DomainRow | undefined>;
+  /** Deletes the domain and its certificate. */
+  delete(organizationId: string, id: string): Promise<boolean>;
+}
+
+export interface CertificatesRepo {
+  byName(name: string): Promise<CertificateRow | undefined>;
+  /** Inserts unless a row of that name exists; returns the stored row either way (first writer wins). */
+  createIfAbsent(row: Omit<CertificateRow, 'createdAt' | 'updatedAt'>): Promise<CertificateRow>;
+  update(id: string, patch: Partial<Omit<CertificateRow, 'id' | 'organizationId' | 'name' | 'createdAt' | 'updatedAt'>>): Promise<CertificateRow | undefined>;
+  /** Certificates of one organization's domains. */
+  list(organizationId: string): Promise<CertificateRow[]>;
+  /** Every certificate and key: the certificate manager only. */
+  listAll(): Promise<CertificateRow[]>;
+  delete(id: string): Promise<void>;
+}
+
+export interface DeploymentRow {
+  id: string; organizationId: string; appId: string; fromReleaseId: string | null; fromVersion: number | null;
+  toReleaseId: string; toVersion: number; strategy: DeployStrategy; settings: DeploySettingsT; state: DeploymentState;
+  phase: string; reason: string | null; step: number; stepStartedAt: string | null; progressAt: string;
+  history: { at: string; message: string }[]; createdBy: string | null; createdAt: string; updatedAt: string; finishedAt: string | null;
+}
+
+export interface DeploymentsRepo {
+  create(row: Omit<DeploymentRow, 'createdAt' | 'updatedAt' | 'finishedAt' | 'history'> & { history?: DeploymentRow['history'] }): Promise<DeploymentRow>;
+  get(organizationId: string, appId: string, id: string): Promise<DeploymentRow | undefined>;
+  list(organizationId: string, appId: string, limit?: number): Promise<DeploymentRow[]>;
+  /** The app's deployment in pending/in_progress/rolling_back, if any (at most one). */
+  active(organizationId: string, appId: string): Promise<DeploymentRow | undefined>;
+  /** Controllers: every active deployment of every app. */
+  listActive(): Promise<DeploymentRow[]>;
+  /**
+   * Compare-and-set: applies `patch` only while the row is still in state `from` (two passes,
+   * or two control planes, cannot both move one deployment). Appends `note` to the history.
+   * Returns the updated row, or undefined when the state had moved on.
+   */
+  transition(id: string, from: DeploymentState, patch: Partial<Pick<DeploymentRow, 'state' | 'phase' | 'reason' | 'step' | 'stepStartedAt' | 'progressAt' | 'finishedAt'>>, note?: string): Promise<DeploymentRow | undefined>;
+  getSettings(organizationId: string, appId: string): Promise<DeploySettingsT | undefined>;
+  setSettings(organizationId: string, appId: string, settings: DeploySettingsT): Promise<void>;
+}
+
 export interface Store {
   readonly dialect: 'sqlite' | 'postgres';
   users: UsersRepo;
@@ -177,6 +286,11 @@ export interface Store {
   events: EventsRepo;
   nodes: NodesRepo;
   organizationKeys: OrganizationKeysRepo;
+  deployments: DeploymentsRepo;
+  domains: DomainsRepo;
+  certificates: CertificatesRepo;
+  webhooks: WebhooksRepo;
+  imageBuilds: ImageBuildsRepo;
   /** Runs `fn` in one database transaction; the Store passed to `fn` is bound to it. */
   transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T>;
   /** Applied migration names, oldest first. */

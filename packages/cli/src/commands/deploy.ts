@@ -29,19 +29,23 @@ interface DeployOpts {
   waitTimeout: string;
   link: boolean;
   json?: boolean;
+  image?: string;
+  registryUser?: string;
 }
 
 export function registerDeploy(program: Command, ctx: Ctx): void {
   withApp(
     program
       .command('deploy')
-      .description('build and release the source in DIR (default: the current directory)')
+      .description('build and release the source in DIR (default: the current directory), or an OCI image with --image')
       .argument('[dir]', 'source directory', '.'),
   )
     .option('--no-wait', 'return once the build is released, without waiting for the web instance to run')
     .option('--wait-timeout <seconds>', 'how long to wait for the web instance to run', String(DEFAULT_WAIT_TIMEOUT_S))
     .option('--no-link', 'do not link DIR to the app')
     .option('--json', 'print the finished build as JSON on stdout (build output goes to stderr)')
+    .option('--image <ref>', 'deploy an OCI/Docker image (registry/repo:tag or @sha256:digest) instead of source')
+    .option('--registry-user <name>', 'registry user for --image; the password is read from $SHELLWEGO_REGISTRY_PASSWORD')
     .action((dir: string, opts: DeployOpts) => deploy(ctx, dir, opts));
 }
 
@@ -53,6 +57,8 @@ async function deploy(ctx: Ctx, dirArg: string, opts: DeployOpts): Promise<void>
   const client = await ctx.client();
   // Before packing anything: a typo in the app name should not cost an upload.
   const app = await client.call('getApp', { params: { app: appName } });
+  if (opts.image !== undefined) return deployImage(ctx, client, app, opts, started, waitTimeoutMs);
+  if (opts.registryUser !== undefined) throw new CliError('--registry-user goes with --image', 'usage');
 
   const listing = await listSourceFiles(dir);
   for (const p of listing.skipped) ctx.err(`Skipping ${p}: not a file, directory or link`);
@@ -77,6 +83,27 @@ async function deploy(ctx: Ctx, dirArg: string, opts: DeployOpts): Promise<void>
   if (opts.app && opts.link) await linkDir(ctx, dir, appName);
   const version = done.releaseVersion;
   if (opts.wait && version !== null) await waitForWeb(ctx, client, appName, done, version, waitTimeoutMs);
+  const summary = `Deployed ${version === null ? 'the build' : `v${version}`} to ${app.url} in ${seconds(ctx.now() - started)}`;
+  if (opts.json) ctx.err(summary);
+  else ctx.out(summary);
+}
+
+/** deploy --image: the control plane pulls the image; the rest is the source deploy's path. */
+async function deployImage(ctx: Ctx, client: ShellWeGoClient, app: { name: string; url: string }, opts: DeployOpts, started: number, waitTimeoutMs: number): Promise<void> {
+  let credentials: { username: string; password: string } | undefined;
+  if (opts.registryUser !== undefined) {
+    const password = ctx.env('SHELLWEGO_REGISTRY_PASSWORD');
+    if (!password) throw new CliError('--registry-user needs the password in $SHELLWEGO_REGISTRY_PASSWORD (never on the command line)', 'usage');
+    credentials = { username: opts.registryUser, password };
+  }
+  const build = await client.call('createImageBuild', { params: { app: app.name }, body: { image: opts.image!, ...(credentials ? { credentials } : {}) } });
+  ctx.err(`Building ${app.name} from image ${opts.image} (build ${build.id})`);
+  const print = opts.json ? (l: string) => ctx.err(l) : (l: string) => ctx.out(l);
+  const done = await followBuild(ctx, client, app.name, build, print);
+  if (opts.json) ctx.json(done);
+  if (done.state === 'failed') throw new CliError(`build failed: ${done.error?.split('\n')[0].trim() || 'see the build output above'}`, 'build_failed');
+  const version = done.releaseVersion;
+  if (opts.wait && version !== null) await waitForWeb(ctx, client, app.name, done, version, waitTimeoutMs);
   const summary = `Deployed ${version === null ? 'the build' : `v${version}`} to ${app.url} in ${seconds(ctx.now() - started)}`;
   if (opts.json) ctx.err(summary);
   else ctx.out(summary);

@@ -7,7 +7,7 @@ export const toUser = (u: UserRow): UserT => ({ id: u.id, email: u.email, create
 export const toOrg = (o: OrganizationRow): OrganizationT => ({ id: o.id, name: o.name, createdAt: o.createdAt });
 export const toMember = (m: MembershipRow): MemberT => ({ userId: m.userId, email: m.email, role: m.role, createdAt: m.createdAt });
 export const toToken = (t: TokenRow): TokenInfoT => ({ id: t.id, name: t.name, scopes: t.scopes, createdAt: t.createdAt, expiresAt: t.expiresAt, lastUsedAt: t.lastUsedAt });
-export const toFormation = (f: FormationRow): FormationT => ({ type: f.type, quantity: f.quantity, command: f.command });
+export const toFormation = (f: FormationRow): FormationT => ({ type: f.type, quantity: f.quantity, command: f.command, healthcheck: f.healthcheck });
 
 export function toApp(a: AppRow, settings: ControlPlaneSettings, current?: ReleaseRow | null): AppT {
   return {

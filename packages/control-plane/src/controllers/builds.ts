@@ -8,6 +8,7 @@ import type { EventRecorder } from '../events.ts';
 import type { LogStore } from '../logs.ts';
 import type { BuildLogs } from '../build-logs.ts';
 import { createRelease, readConfig } from '../releases.ts';
+import { imageForBuild } from '../image-builds.ts';
 import { metrics } from '../metrics.ts';
 import type { Deployer } from './deployer.ts';
 
@@ -50,6 +51,8 @@ export class BuildController {
       buildId: build.id, appId: app.id, appName: app.name, organizationId: app.organizationId, sourceDigest: build.sourceDigest,
       env: await readConfig(store, secrets, app), limits: { memoryMb: plan.memoryMb, cpus: plan.cpus, pids: plan.pids },
     };
+    const image = await imageForBuild(store, secrets, app, build);
+    if (image) req.image = image;
     await bus.publish(subjects.buildRequested, req);
   }
 

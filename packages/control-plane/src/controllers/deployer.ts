@@ -1,14 +1,16 @@
 import type { Logger } from 'pino';
-import { DEFAULT_PLAN, PLANS, instanceMachine, newId, subjects } from '@shellwego/core';
-import type { AssignmentsMessage, EventT, HeartbeatMessage, InstanceSpec, InstanceStatusMessage, RouteTableMessage } from '@shellwego/core';
+import { DEFAULT_DEPLOY_SETTINGS, DEFAULT_PLAN, PLANS, instanceMachine, newId, subjects } from '@shellwego/core';
+import type { AssignmentsMessage, DeploySettingsT, EventT, HeartbeatMessage, InstanceSpec, InstanceStatusMessage, Readiness, RouterStatsMessage, RouteTableMessage } from '@shellwego/core';
 import type { Bus, Subscription } from '@shellwego/bus';
-import type { AppRow, InstanceRow, ReleaseRow, Store } from '@shellwego/store';
+import type { AppRow, DeploymentRow, FormationRow, InstanceRow, ReleaseRow, Store } from '@shellwego/store';
 import type { SecretBox } from '../secrets.ts';
 import type { EventRecorder } from '../events.ts';
 import type { LogStore } from '../logs.ts';
 import type { ControlPlaneSettings } from '../context.ts';
 import { metrics } from '../metrics.ts';
-import { planApp } from './plan.ts';
+import { planApp, routeBackends } from './plan.ts';
+import type { PlanDeployment } from './plan.ts';
+import { DeploymentController } from './deployments.ts';
 import { place } from './scheduler.ts';
 import type { NodeLoad } from './scheduler.ts';
 
@@ -28,12 +30,38 @@ export class Deployer {
   private generation = Date.now() * 1000;
   private routeVersion = Date.now() * 1000;
   private lastRoutes = '';
+  private lastRouteTable: RouteTableMessage | null = null;
+  /** Heartbeats missed while this control plane was down do not make a node dead. */
+  private readonly startedAt = Date.now();
   private lastAssignments = new Map<string, string>();
+  /** Timed passes per app (drain deadlines, canary steps, health deadlines): appId → [at, timer]. */
+  private wakeups = new Map<string, [number, NodeJS.Timeout]>();
+  private stopped = false;
+  readonly deployments: DeploymentController;
 
   constructor(
     private readonly deps: { store: Store; bus: Bus; secrets: SecretBox; events: EventRecorder; logs: LogStore; settings: ControlPlaneSettings; logger: Logger },
     private readonly intervalMs = 5000,
-  ) {}
+  ) {
+    this.deployments = new DeploymentController({
+      store: deps.store, secrets: deps.secrets, events: deps.events, logs: deps.logs, logger: deps.logger.child({ part: 'deployments' }),
+      wake: (organizationId, appId, atMs) => this.wake(organizationId, appId, atMs),
+    });
+  }
+
+  /** Reconcile the app again at `atMs` (or soon): the earliest requested time wins. */
+  wake(organizationId: string, appId: string, atMs = Date.now()): void {
+    if (this.stopped) return;
+    const existing = this.wakeups.get(appId);
+    if (existing && existing[0] <= atMs) return;
+    if (existing) clearTimeout(existing[1]);
+    const timer = setTimeout(() => {
+      this.wakeups.delete(appId);
+      this.reconcileApp(organizationId, appId).catch((err) => this.deps.logger.error({ err, app: appId }, 'timed reconcile failed'));
+    }, Math.max(0, atMs - Date.now()) + 5);
+    timer.unref();
+    this.wakeups.set(appId, [atMs, timer]);
+  }
 
   start(): void {
     const { bus } = this.deps;
@@ -41,6 +69,7 @@ export class Deployer {
       bus.subscribe<HeartbeatMessage>(subjects.heartbeat, (m) => this.onHeartbeat(m)),
       bus.subscribe<InstanceStatusMessage>(subjects.instanceStatus, (m) => this.onInstanceStatus(m)),
       bus.subscribe(subjects.routesRequest, () => this.publishRoutes(true)),
+      bus.subscribe<RouterStatsMessage>(subjects.routerStats, (m) => this.deployments.onRouterStats(m)),
     );
     this.timer = setInterval(() => void this.reconcileAll().catch((err) => this.deps.logger.error({ err }, 'reconcile pass failed')), this.intervalMs);
     this.timer.unref();
@@ -50,6 +79,9 @@ export class Deployer {
     for (const s of this.subs) s.unsubscribe();
     this.subs = [];
     if (this.timer) clearInterval(this.timer);
+    this.stopped = true;
+    for (const [, t] of this.wakeups.values()) clearTimeout(t);
+    this.wakeups.clear();
     await this.lock;
   }
 
@@ -66,61 +98,97 @@ export class Deployer {
     for (const app of apps) await this.reconcileApp(app.organizationId, app.id, { publish: false });
     await this.forgetOrphans(new Set(apps.map((a) => a.id)));
     await this.publishAssignments(true);
+    // Level-triggered like assignments: a router that missed a table (bus outage, separate
+    // process) gets it again. An unchanged table keeps its version, so routers just ignore it.
+    const held = this.lastRouteTable;
     await this.publishRoutes(false);
+    if (held && this.lastRouteTable === held) await this.deps.bus.publish(subjects.routes, held);
   }
 
-  /** Bring one app's instances in line with its current release and formation. */
+  /** Bring one app's instances in line with its target release, formation and active deployment. */
   async reconcileApp(organizationId: string, appId: string, opts: { publish?: boolean } = {}): Promise<void> {
     await this.exclusive(async () => {
       metrics.reconciles.inc();
       const { store } = this.deps;
       const app = await store.apps.get(organizationId, appId);
       if (!app) return;
-      const release = app.currentReleaseId ? await store.releases.byId(organizationId, app.currentReleaseId) : undefined;
-      const [formation, instances] = await Promise.all([store.formation.list(organizationId, appId), store.instances.listByApp(organizationId, appId)]);
-      const plan = planApp({ currentReleaseId: release?.id ?? null, processTypes: release?.processTypes ?? {}, formation, instances });
-      const unplaced = instances.filter((i) => i.desired === 'running' && i.nodeId === null && i.releaseId === release?.id);
-      if (plan.create.length + plan.stop.length + plan.forget.length + unplaced.length === 0) return;
-
-      const loads = await this.nodeLoads(app.id);
-      const plan_ = PLANS[app.plan] ?? PLANS[DEFAULT_PLAN];
-      const placeOne = () => {
-        const p = place(loads, { memoryMb: plan_.memoryMb });
-        if (p.nodeId) {
-          const n = loads.find((l) => l.id === p.nodeId)!;
-          n.allocatedMb += plan_.memoryMb;
-          n.sameApp += 1;
-        }
-        return p;
-      };
-      const created: InstanceRow[] = [];
-      await store.transaction(async (tx) => {
-        for (const c of plan.create) {
-          const p = placeOne();
-          created.push(await tx.instances.create({
-            id: newId('ins'), appId: app.id, organizationId, releaseId: release!.id, releaseVersion: release!.version, processType: c.type, index: c.index,
-            nodeId: p.nodeId, desired: 'running', state: 'pending', exitCode: null, signal: null, oomKilled: false, restarts: 0, address: null,
-            startedAt: null, restartGeneration: 0, lastLog: p.nodeId ? [] : [`pending: ${p.reason}`],
-          }));
-        }
-        for (const i of unplaced) {
-          const p = placeOne();
-          if (p.nodeId) await tx.instances.update(i.id, { nodeId: p.nodeId, lastLog: [] });
-        }
-        for (const id of plan.stop) await tx.instances.update(id, { desired: 'stopped' });
-        for (const id of plan.forget) await tx.instances.delete(id);
+      const [deployment, settings, formation, instances] = await Promise.all([
+        store.deployments.active(organizationId, appId), this.settingsOf(app), store.formation.list(organizationId, appId), store.instances.listByApp(organizationId, appId),
+      ]);
+      // During the release phase the old release stays the target: no traffic moves until it succeeds.
+      const targetId = deployment?.state === 'pending' ? deployment.fromReleaseId : app.currentReleaseId;
+      const release = targetId ? await store.releases.byId(organizationId, targetId) : undefined;
+      const now = Date.now();
+      const plan = planApp({
+        now, targetReleaseId: release?.id ?? null, processTypes: withoutReleasePhase(release?.processTypes ?? {}),
+        formation, instances, deployment: deployment ? planDeployment(deployment) : null, settings,
       });
-      for (const i of created) this.deps.logs.platform(app.id, `Starting ${i.processType}.${i.index} (v${i.releaseVersion})${i.nodeId ? '' : ` — ${i.lastLog[0]}`}`);
-      for (const id of plan.stop) {
-        const i = instances.find((x) => x.id === id);
-        if (i) this.deps.logs.platform(app.id, `Stopping ${i.processType}.${i.index} (v${i.releaseVersion})`);
+      const unplaced = instances.filter((i) => i.desired === 'running' && i.nodeId === null && i.releaseId === release?.id);
+      const changes = plan.create.length + plan.drain.length + plan.stop.length + plan.forget.length + unplaced.length;
+      if (changes > 0) await this.apply(app, release, instances, plan, unplaced, (deployment?.settings ?? settings).drainSeconds);
+      if (deployment) {
+        const after = changes > 0 ? await store.instances.listByApp(organizationId, appId) : instances;
+        const webWanted = formation.find((f) => f.type === 'web')?.quantity ?? 0;
+        await this.deployments.observe(app, deployment, plan, after, webWanted);
       }
+      // A draining instance is stopped when its time is up.
+      const nextStop = Math.min(...instances.filter((i) => i.desired === 'running' && i.stopAfter !== null).map((i) => Date.parse(i.stopAfter!)), ...plan.drain.map(() => now + settings.drainSeconds * 1000));
+      if (Number.isFinite(nextStop)) this.wake(organizationId, appId, nextStop);
     });
     if (opts.publish !== false) {
       // Routes first: a stopping instance leaves the router before the agent signals it.
       await this.publishRoutes(false);
       await this.publishAssignments(false);
     }
+  }
+
+  private async apply(app: AppRow, release: ReleaseRow | undefined, instances: InstanceRow[], plan: ReturnType<typeof planApp>, unplaced: InstanceRow[], drainSeconds: number): Promise<void> {
+    const { store } = this.deps;
+    const organizationId = app.organizationId;
+    const loads = await this.nodeLoads(app.id);
+    const plan_ = PLANS[app.plan] ?? PLANS[DEFAULT_PLAN];
+    const placeOne = () => {
+      const p = place(loads, { memoryMb: plan_.memoryMb });
+      if (p.nodeId) {
+        const n = loads.find((l) => l.id === p.nodeId)!;
+        n.allocatedMb += plan_.memoryMb;
+        n.sameApp += 1;
+      }
+      return p;
+    };
+    const created: InstanceRow[] = [];
+    const stopAfter = new Date(Date.now() + drainSeconds * 1000).toISOString();
+    await store.transaction(async (tx) => {
+      for (const c of plan.create) {
+        const p = placeOne();
+        created.push(await tx.instances.create({
+          id: newId('ins'), appId: app.id, organizationId, releaseId: release!.id, releaseVersion: release!.version, processType: c.type, index: c.index,
+          nodeId: p.nodeId, desired: 'running', state: 'pending', exitCode: null, signal: null, oomKilled: false, restarts: 0, address: null,
+          startedAt: null, restartGeneration: 0, lastLog: p.nodeId ? [] : [`pending: ${p.reason}`],
+        }));
+      }
+      for (const i of unplaced) {
+        const p = placeOne();
+        if (p.nodeId) await tx.instances.update(i.id, { nodeId: p.nodeId, lastLog: [] });
+      }
+      for (const id of plan.drain) await tx.instances.update(id, { stopAfter });
+      for (const id of plan.stop) await tx.instances.update(id, { desired: 'stopped' });
+      for (const id of plan.forget) await tx.instances.delete(id);
+    });
+    for (const i of created) this.deps.logs.platform(app.id, `Starting ${i.processType}.${i.index} (v${i.releaseVersion})${i.nodeId ? '' : ` — ${i.lastLog[0]}`}`);
+    const byId = new Map(instances.map((i) => [i.id, i]));
+    for (const id of plan.drain) {
+      const i = byId.get(id);
+      if (i) this.deps.logs.platform(app.id, `Draining ${i.processType}.${i.index} (v${i.releaseVersion}): out of the router, stopping in ${drainSeconds}s`);
+    }
+    for (const id of plan.stop) {
+      const i = byId.get(id);
+      if (i) this.deps.logs.platform(app.id, `Stopping ${i.processType}.${i.index} (v${i.releaseVersion})`);
+    }
+  }
+
+  private async settingsOf(app: AppRow): Promise<DeploySettingsT> {
+    return (await this.deps.store.deployments.getSettings(app.organizationId, app.id)) ?? DEFAULT_DEPLOY_SETTINGS;
   }
 
   private async nodeLoads(appId: string): Promise<NodeLoad[]> {
@@ -162,6 +230,7 @@ export class Deployer {
   private async markDeadNodes(): Promise<void> {
     const { store } = this.deps;
     const now = Date.now();
+    if (now - this.startedAt < NODE_DOWN_AFTER_MS) return;
     for (const n of await store.nodes.list()) {
       if (n.state === 'ready' && n.lastHeartbeatAt && now - Date.parse(n.lastHeartbeatAt) > NODE_DOWN_AFTER_MS) {
         await store.nodes.setState(n.id, 'down');
@@ -184,7 +253,8 @@ export class Deployer {
       this.deps.logger.warn({ instance: row.id, from: row.state, to: m.state }, 'instance reported an unexpected transition');
     }
     const crashedAgain = m.state === 'crashed' && m.restarts !== row.restarts;
-    if (!stateChanged && !crashedAgain && row.address === m.address && row.restarts === m.restarts) return;
+    const newLog = m.lastLog !== undefined && JSON.stringify(m.lastLog) !== JSON.stringify(row.lastLog);
+    if (!stateChanged && !crashedAgain && !newLog && row.address === m.address && row.restarts === m.restarts) return;
     await store.instances.update(row.id, {
       state: m.state, exitCode: m.exitCode, signal: m.signal, oomKilled: m.oomKilled, restarts: m.restarts, address: m.address,
       startedAt: m.startedAt, ...(m.lastLog ? { lastLog: m.lastLog } : {}),
@@ -208,6 +278,8 @@ export class Deployer {
     const nodes = await store.nodes.list();
     const appCache = new Map<string, AppRow | undefined>();
     const relCache = new Map<string, { row: ReleaseRow; env: Record<string, string> } | undefined>();
+    const formationCache = new Map<string, FormationRow[]>();
+    const settingsCache = new Map<string, DeploySettingsT>();
     for (const node of nodes) {
       const instances = (await store.instances.listByNode(node.id)).filter((i) => i.desired === 'running');
       const specs: InstanceSpec[] = [];
@@ -223,12 +295,16 @@ export class Deployer {
         const command = rel.row.processTypes[i.processType];
         if (!command) continue;
         const plan = PLANS[app.plan] ?? PLANS[DEFAULT_PLAN];
+        if (!formationCache.has(app.id)) formationCache.set(app.id, await store.formation.list(app.organizationId, app.id));
+        if (!settingsCache.has(app.id)) settingsCache.set(app.id, await this.settingsOf(app));
+        const readiness = toReadiness(formationCache.get(app.id)!.find((f) => f.type === i.processType));
         specs.push({
           instanceId: i.id, appId: app.id, appName: app.name, organizationId: app.organizationId, releaseId: rel.row.id, releaseVersion: rel.row.version,
           processType: i.processType, index: i.index, command,
           env: { ...rel.env, SHELLWEGO_APP: app.name, SHELLWEGO_RELEASE: `v${rel.row.version}`, SHELLWEGO_INSTANCE: i.id },
           artifactDigest: rel.row.artifactDigest, limits: { memoryMb: plan.memoryMb, cpus: plan.cpus, pids: plan.pids },
-          port: WEB_PORT, restartGeneration: i.restartGeneration,
+          port: WEB_PORT, restartGeneration: i.restartGeneration, stopTimeoutMs: settingsCache.get(app.id)!.stopTimeoutSeconds * 1000,
+          ...(readiness ? { readiness } : {}),
         });
       }
       const key = JSON.stringify(specs);
@@ -243,16 +319,26 @@ export class Deployer {
     const { store, bus, settings } = this.deps;
     const apps = new Map((await store.apps.listAll()).map((a) => [a.id, a]));
     const routes: RouteTableMessage['routes'] = {};
-    for (const app of apps.values()) routes[`${app.name}.${settings.baseDomain}`] = { appId: app.id, appName: app.name, backends: [] };
+    const byApp = new Map<string, InstanceRow[]>();
     for (const i of await store.instances.listActive()) {
-      if (i.processType !== 'web' || i.desired !== 'running' || i.state !== 'running' || !i.address) continue;
-      const app = apps.get(i.appId);
-      if (app) routes[`${app.name}.${settings.baseDomain}`].backends.push({ instanceId: i.id, address: i.address });
+      if (i.processType !== 'web') continue;
+      const list = byApp.get(i.appId);
+      if (list) list.push(i);
+      else byApp.set(i.appId, [i]);
     }
+    const active = new Map((await store.deployments.listActive()).map((d) => [d.appId, d]));
+    for (const app of apps.values()) {
+      const d = active.get(app.id);
+      const targetReleaseId = d?.state === 'pending' ? d.fromReleaseId : app.currentReleaseId;
+      const backends = routeBackends({ targetReleaseId, instances: byApp.get(app.id) ?? [], deployment: d ? planDeployment(d) : null });
+      routes[`${app.name}.${settings.baseDomain}`] = { appId: app.id, appName: app.name, backends };
+    }
+    await (await import('../domains/routes.ts')).addDomainRoutes(store, routes, apps, settings.baseDomain);
     const key = JSON.stringify(routes);
     if (!force && key === this.lastRoutes) return;
     this.lastRoutes = key;
-    await bus.publish(subjects.routes, { version: ++this.routeVersion, routes } satisfies RouteTableMessage);
+    this.lastRouteTable = { version: ++this.routeVersion, routes };
+    await bus.publish(subjects.routes, this.lastRouteTable);
   }
 }
 
@@ -264,9 +350,31 @@ export function describeState(m: Pick<InstanceStatusMessage, 'state' | 'exitCode
     }
     case 'running':
       return m.address ? `is up at ${m.address}` : 'is up';
+    case 'unhealthy':
+      return 'failed its health check: out of the router until it passes again';
     default:
       return `is ${m.state}`;
   }
 }
 
 export type { EventT };
+
+function planDeployment(d: DeploymentRow): PlanDeployment {
+  return { strategy: d.strategy, state: d.state, step: d.step, settings: d.settings };
+}
+
+/** The Procfile's `release:` command runs once per deploy (the release phase), never as a process. */
+function withoutReleasePhase(types: Record<string, string>): Record<string, string> {
+  if (!('release' in types)) return types;
+  const { release: _release, ...rest } = types;
+  return rest;
+}
+
+function toReadiness(f: FormationRow | undefined): Readiness | undefined {
+  const h = f?.healthcheck;
+  if (!h) return undefined;
+  return {
+    type: 'http', path: h.path, intervalMs: Math.round(h.intervalSeconds * 1000), timeoutMs: Math.round(h.timeoutSeconds * 1000),
+    healthyThreshold: h.healthyThreshold, unhealthyThreshold: h.unhealthyThreshold,
+  };
+}

@@ -2,6 +2,10 @@ import { Migrator } from 'kysely';
 import type { Kysely, Migration, MigrationProvider } from 'kysely';
 import * as m0001 from './0001_initial.ts';
 import * as m0002 from './0002_organization_keys.ts';
+import * as m0003 from './0003_domains.ts';
+import * as m0004 from './0004_deployments.ts';
+import * as m0005 from './0005_webhooks.ts';
+import * as m0006 from './0006_image_builds.ts';
 
 /**
  * Every migration, by name. Names sort in the order they run (Kysely sorts them); never rename
@@ -10,6 +14,10 @@ import * as m0002 from './0002_organization_keys.ts';
 export const migrations: Record<string, Migration> = {
   '0001_initial': m0001,
   '0002_organization_keys': m0002,
+  '0003_domains': m0003,
+  '0004_deployments': m0004,
+  '0005_webhooks': m0005,
+  '0006_image_builds': m0006,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

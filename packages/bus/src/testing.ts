@@ -1,0 +1,79 @@
+/**
+ * A real `nats-server` for tests (Debian package nats-server): loopback only, a free port, kept
+ * across restarts so clients reconnect to the same URL.
+ */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+
+async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => res(port));
+    });
+  });
+}
+
+export class NatsServerProcess {
+  private proc: ChildProcess | null = null;
+  output = '';
+
+  private constructor(readonly port: number, private readonly bin: string) {}
+
+  get url(): string {
+    return `nats://127.0.0.1:${this.port}`;
+  }
+
+  static async start(opts: { bin?: string } = {}): Promise<NatsServerProcess> {
+    const s = new NatsServerProcess(await freePort(), opts.bin ?? process.env.NATS_SERVER_BIN ?? 'nats-server');
+    await s.boot();
+    return s;
+  }
+
+  /** Starts the server (again) on the same port; resolves once it accepts clients. */
+  async boot(): Promise<void> {
+    if (this.proc && this.proc.exitCode === null && this.proc.signalCode === null) throw new Error('nats-server is already running');
+    const proc = spawn(this.bin, ['-a', '127.0.0.1', '-p', String(this.port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc = proc;
+    await new Promise<void>((resolve, reject) => {
+      const onData = (d: Buffer) => {
+        this.output += d;
+        if (this.output.includes('Server is ready')) {
+          this.output = '';
+          resolve();
+        }
+      };
+      proc.stdout!.on('data', onData);
+      proc.stderr!.on('data', onData);
+      proc.once('error', (err) => reject(new Error(`cannot run ${this.bin} (install the nats-server package): ${err.message}`)));
+      proc.once('exit', (code) => reject(new Error(`nats-server exited with ${code} before it was ready:\n${this.output}`)));
+    });
+  }
+
+  /** Kills the server (SIGKILL, like a crash) and waits until it is gone. */
+  async kill(): Promise<void> {
+    const p = this.proc;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    const exited = new Promise((r) => p.once('exit', r));
+    p.kill('SIGKILL');
+    await exited;
+  }
+
+  async restart(): Promise<void> {
+    await this.kill();
+    await this.boot();
+  }
+
+  async stop(): Promise<void> {
+    const p = this.proc;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    const exited = new Promise((r) => p.once('exit', r));
+    p.kill('SIGTERM');
+    const t = setTimeout(() => p.kill('SIGKILL'), 5_000);
+    await exited;
+    clearTimeout(t);
+  }
+}

@@ -1,0 +1,99 @@
+// The deployer's periodic pass across processes: what it republishes for parts that missed a
+// message (split mode over NATS), and what a restarted control plane concludes about nodes.
+// Real in-process bus and SQLite store.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { newId, subjects } from '@shellwego/core';
+import type { AssignmentsMessage, RouteTableMessage } from '@shellwego/core';
+import { InProcessBus } from '@shellwego/bus';
+import { openSqliteStore } from '@shellwego/store';
+import { EventRecorder } from '../events.ts';
+import { LogStore } from '../logs.ts';
+import { FileKeyProvider, SecretBox } from '../secrets.ts';
+import { Deployer } from './deployer.ts';
+
+async function setup(lastHeartbeatAt: string) {
+  const dir = await mkdtemp(join(tmpdir(), 'swg-deployer-'));
+  const store = await openSqliteStore(':memory:');
+  const bus = new InProcessBus();
+  const secrets = new SecretBox(FileKeyProvider.fromKey(Buffer.alloc(32, 5)), store);
+  const org = await store.organizations.create({ id: newId('org'), name: 'acme' });
+  await store.nodes.upsert({ id: 'nod_1', name: 'n1', state: 'ready', isolation: 'sandbox', cpus: 1, memoryMb: 4096, lastHeartbeatAt });
+  const deployer = new Deployer({
+    store, bus, secrets, events: new EventRecorder(store, bus), logs: new LogStore(join(dir, 'logs')),
+    settings: { baseDomain: 'localhost', routerPort: 8000, routerScheme: 'http', dataDir: dir, maxUploadBytes: 1 << 20, version: 'test' },
+    logger: pino({ level: 'silent' }),
+  }, 60_000);
+  const tables: RouteTableMessage[] = [];
+  const assignments: AssignmentsMessage[] = [];
+  bus.subscribe<RouteTableMessage>(subjects.routes, (m) => { tables.push(m); });
+  bus.subscribe<AssignmentsMessage>(subjects.assignments('nod_1'), (m) => { assignments.push(m); });
+  const cleanup = async () => {
+    await deployer.stop();
+    await bus.close();
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  };
+  return { store, bus, org, deployer, tables, assignments, cleanup };
+}
+
+test('every pass republishes the route table: unchanged → same version (routers ignore it), changed → a newer one', async () => {
+  const { store, bus, org, deployer, tables, assignments, cleanup } = await setup(new Date().toISOString());
+  try {
+    await store.apps.create({ id: newId('app'), organizationId: org.id, name: 'one', plan: 'standard' });
+    await deployer.reconcileAll();
+    await deployer.reconcileAll();
+    await bus.drain();
+    assert.equal(tables.length, 2, 'a router that missed the first copy gets the second');
+    assert.equal(tables[1].version, tables[0].version);
+    assert.deepEqual(tables[1].routes, tables[0].routes);
+    assert.ok(tables[0].routes['one.localhost']);
+    // Assignments are level-triggered too, each with a newer generation.
+    assert.equal(assignments.length, 2);
+    assert.ok(assignments[1].generation > assignments[0].generation);
+
+    await store.apps.create({ id: newId('app'), organizationId: org.id, name: 'two', plan: 'standard' });
+    await deployer.reconcileAll();
+    await bus.drain();
+    assert.equal(tables.length, 3);
+    assert.ok(tables[2].version > tables[1].version);
+    assert.ok(tables[2].routes['two.localhost']);
+  } finally {
+    await cleanup();
+  }
+});
+
+test('a restarted deployer does not mark a node down for heartbeats sent while it was not listening', async () => {
+  const { store, deployer, cleanup } = await setup(new Date(Date.now() - 10 * 60_000).toISOString());
+  try {
+    await deployer.reconcileAll();
+    assert.equal((await store.nodes.byId('nod_1'))?.state, 'ready');
+  } finally {
+    await cleanup();
+  }
+});
+
+test('a restarted control plane numbers after its previous life: agents and routers accept it at once', async () => {
+  const first = await setup(new Date().toISOString());
+  try {
+    await first.store.apps.create({ id: newId('app'), organizationId: first.org.id, name: 'one', plan: 'standard' });
+    await first.deployer.reconcileAll();
+    await first.bus.drain();
+  } finally {
+    await first.cleanup();
+  }
+  const second = await setup(new Date().toISOString());
+  try {
+    await second.store.apps.create({ id: newId('app'), organizationId: second.org.id, name: 'one', plan: 'standard' });
+    await second.deployer.reconcileAll();
+    await second.bus.drain();
+    assert.ok(second.tables[0].version > first.tables[0].version, 'route table versions keep growing across restarts');
+    assert.ok(second.assignments[0].generation > first.assignments[0].generation, 'assignment generations keep growing across restarts');
+  } finally {
+    await second.cleanup();
+  }
+});

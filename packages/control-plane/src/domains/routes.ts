@@ -1,0 +1,24 @@
+/** Custom domains in the router's table (called by the deployer when it builds the table). */
+import type { RouteTableMessage } from '@shellwego/core';
+import type { AppRow, Store } from '@shellwego/store';
+
+/**
+ * Adds a route for every custom domain, sharing its app's backends, with the domain's TLS flags.
+ * The HTTP→HTTPS redirect only applies once the domain has a certificate: before that it would
+ * send visitors to a handshake that fails.
+ */
+export async function addDomainRoutes(store: Store, routes: RouteTableMessage['routes'], apps: Map<string, AppRow>, baseDomain: string): Promise<void> {
+  const domains = await store.domains.listAll();
+  if (domains.length === 0) return;
+  const certified = new Set((await store.certificates.listAll()).filter((c) => c.domainId !== null && c.certPem !== null).map((c) => c.domainId));
+  for (const d of domains) {
+    const app = apps.get(d.appId);
+    const base = app && routes[`${app.name}.${baseDomain}`];
+    if (!app || !base) continue;
+    routes[d.hostname] = {
+      appId: app.id, appName: app.name, backends: base.backends,
+      ...(d.redirectHttps && certified.has(d.id) ? { redirectHttps: true } : {}),
+      ...(d.hstsMaxAge > 0 ? { hstsMaxAge: d.hstsMaxAge } : {}),
+    };
+  }
+}

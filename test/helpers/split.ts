@@ -1,0 +1,345 @@
+/**
+ * Split mode for integration tests: a real nats-server, a `server` process (control plane +
+ * builder) and a `node` process (agent + router) as children, on free loopback ports, each
+ * with its own 0700 data dir and sandbox bridge, so tests can kill -9 and restart any of them.
+ * Also a keep-alive HTTP load generator that counts every failed request.
+ */
+import { spawn, execFile } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { Agent, request as httpRequest } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { promisify } from 'node:util';
+import { after, before } from 'node:test';
+import { createClient } from '@shellwego/sdk';
+import { NatsServerProcess } from '../../packages/bus/src/testing.ts';
+import { ADMIN_EMAIL, ADMIN_PASSWORD, ROOT, cliOk, freePort } from './platform.ts';
+
+const exec = promisify(execFile);
+
+const randomBridge = () => `swgt${Math.random().toString(36).slice(2, 8)}`;
+const randomCidr = (second: number) => `10.${second}.0.0/16`;
+
+/** One daemon (`server` or `node`) of main.ts as a child process that can be killed and restarted. */
+export class Daemon {
+  proc: ChildProcess | null = null;
+  /** Everything it printed, across restarts (tests show it when they fail). */
+  output = '';
+
+  /** `ready` gets what the daemon printed since this start. */
+  constructor(readonly role: 'server' | 'node', private readonly env: () => Record<string, string>, private readonly ready: (printed: string) => Promise<boolean>) {}
+
+  async start(): Promise<void> {
+    if (this.running()) throw new Error(`${this.role} is already running`);
+    const proc = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'packages/server/src/main.ts'), this.role], {
+      cwd: ROOT, env: this.env(), stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.proc = proc;
+    const from = this.output.length;
+    const tag = (d: Buffer) => (this.output += d);
+    proc.stdout!.on('data', tag);
+    proc.stderr!.on('data', tag);
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline) {
+      if (proc.exitCode !== null) throw new Error(`${this.role} exited with ${proc.exitCode}:\n${this.output.slice(-4000)}`);
+      if (await this.ready(this.output.slice(from)).catch(() => false)) return;
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    throw new Error(`${this.role} did not come up:\n${this.output.slice(-4000)}`);
+  }
+
+  running(): boolean {
+    return this.proc !== null && this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+
+  /** A crash: SIGKILL, no cleanup. */
+  async kill9(): Promise<void> {
+    await this.signal('SIGKILL');
+  }
+
+  async stop(): Promise<void> {
+    const t = setTimeout(() => this.proc?.kill('SIGKILL'), 20_000);
+    await this.signal('SIGTERM');
+    clearTimeout(t);
+  }
+
+  private async signal(sig: NodeJS.Signals): Promise<void> {
+    const p = this.proc;
+    if (!p || !this.running()) return;
+    const exited = new Promise((r) => p.once('exit', r));
+    p.kill(sig);
+    await exited;
+  }
+}
+
+function get(port: number, path: string, host: string): Promise<number> {
+  return new Promise((res, rej) => {
+    const req = httpRequest({ host: '127.0.0.1', port, path, headers: { host } }, (r) => {
+      r.resume();
+      r.on('end', () => res(r.statusCode ?? 0));
+    });
+    req.on('error', rej);
+    req.end();
+  });
+}
+
+export class SplitPlatform {
+  apiPort = 0;
+  routerPort = 0;
+  nats!: NatsServerProcess;
+  server!: Daemon;
+  node!: Daemon;
+  readonly nodeBridge = randomBridge();
+  readonly nodeCidr = randomCidr(100 + Math.floor(Math.random() * 75));
+  readonly buildBridge = randomBridge();
+  readonly buildCidr = randomCidr(175 + Math.floor(Math.random() * 75));
+
+  private constructor(readonly serverDir: string, readonly nodeDir: string, private readonly isolation: 'sandbox' | 'none') {}
+
+  get apiUrl(): string {
+    return `http://127.0.0.1:${this.apiPort}`;
+  }
+
+  /** Both daemons' output, for failure messages. */
+  get output(): string {
+    return `--- server ---\n${this.server.output.slice(-3000)}\n--- node ---\n${this.node.output.slice(-3000)}`;
+  }
+
+  static async start(opts: { isolation?: 'sandbox' | 'none' } = {}): Promise<SplitPlatform> {
+    // mkdtemp is 0700, like an operator's `mktemp -d`.
+    const p = new SplitPlatform(await mkdtemp(join(tmpdir(), 'swg-split-server-')), await mkdtemp(join(tmpdir(), 'swg-split-node-')), opts.isolation ?? 'sandbox');
+    p.apiPort = await freePort();
+    p.routerPort = await freePort();
+    p.nats = await NatsServerProcess.start();
+    const common = () => ({
+      ...(process.env as Record<string, string>),
+      SHELLWEGO_NATS_URL: p.nats.url,
+      SHELLWEGO_DATA_DIR: p.serverDir,
+      SHELLWEGO_NODE_DATA_DIR: p.nodeDir,
+      SHELLWEGO_BLOBS_DIR: join(p.serverDir, 'blobs'),
+      SHELLWEGO_API_PORT: String(p.apiPort),
+      SHELLWEGO_HTTP_PORT: String(p.routerPort),
+      SHELLWEGO_TLS: 'off',
+      SHELLWEGO_ADMIN_PASSWORD: ADMIN_PASSWORD,
+      SHELLWEGO_ISOLATION: p.isolation,
+      SHELLWEGO_BRIDGE: p.nodeBridge,
+      SHELLWEGO_BRIDGE_CIDR: p.nodeCidr,
+      SHELLWEGO_BUILD_BRIDGE: p.buildBridge,
+      SHELLWEGO_BUILD_BRIDGE_CIDR: p.buildCidr,
+      SHELLWEGO_RECONCILE_MS: '1000',
+      SHELLWEGO_LOG_LEVEL: 'warn',
+    });
+    p.server = new Daemon('server', common, async () => (await fetch(`${p.apiUrl}/v1/health`)).ok);
+    // The banner comes once the agent has started (adopting what runs) and the router listens.
+    p.node = new Daemon('node', common, async (printed) => printed.includes('ShellWeGo node ') && (await get(p.routerPort, '/', 'nothing.localhost')) > 0);
+    try {
+      await p.server.start();
+      await p.node.start();
+    } catch (err) {
+      await p.destroy();
+      throw err;
+    }
+    return p;
+  }
+
+  async token(): Promise<string> {
+    const r = await createClient({ baseUrl: this.apiUrl }).call('login', { body: { email: ADMIN_EMAIL, password: ADMIN_PASSWORD } });
+    return r.token;
+  }
+
+  async client(token?: string) {
+    return createClient({ baseUrl: this.apiUrl, token: token ?? (await this.token()) });
+  }
+
+  /** Runs the CLI against the server's API. */
+  async cli(args: string[], token: string, opts: { cwd?: string; env?: Record<string, string> } = {}) {
+    return new Promise<{ code: number; stdout: string; stderr: string }>((res) => {
+      const child = spawn(process.execPath, [join(ROOT, 'packages/cli/bin/shellwego.js'), ...args], {
+        cwd: opts.cwd ?? ROOT,
+        env: { ...(process.env as Record<string, string>), SHELLWEGO_API_URL: this.apiUrl, SHELLWEGO_TOKEN: token, XDG_CONFIG_HOME: join(this.serverDir, 'cli-config'), ...opts.env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d) => (stdout += d));
+      child.stderr.on('data', (d) => (stderr += d));
+      child.on('exit', (code) => res({ code: code ?? -1, stdout, stderr }));
+    });
+  }
+
+  /** Crash of the control plane: kill -9 of the `server` (the node, its apps and router stay). */
+  killServer(): Promise<void> {
+    return this.server.kill9();
+  }
+
+  /** Starts the control plane again on the same data dir and ports (kill -9 first if it runs). */
+  async restartServer(): Promise<void> {
+    await this.server.kill9();
+    await this.server.start();
+  }
+
+  /** Status of a GET through the node's router with `Host: <app>.localhost`. */
+  viaRouter(app: string, path = '/'): Promise<number> {
+    return get(this.routerPort, path, `${app}.localhost`);
+  }
+
+  /** Body of a GET through the node's router. */
+  fetchViaRouter(app: string, path = '/'): Promise<{ status: number; body: string }> {
+    return new Promise((res, rej) => {
+      const req = httpRequest({ host: '127.0.0.1', port: this.routerPort, path, headers: { host: `${app}.localhost` } }, (r) => {
+        const chunks: Buffer[] = [];
+        r.on('data', (c: Buffer) => chunks.push(c));
+        r.on('end', () => res({ status: r.statusCode ?? 0, body: Buffer.concat(chunks).toString() }));
+      });
+      req.on('error', rej);
+      req.end();
+    });
+  }
+
+  /** A load generator against `<app>.localhost` through the node's router. */
+  load(app: string, opts: Omit<LoadOptions, 'port' | 'host'> = {}): LoadGenerator {
+    return new LoadGenerator({ ...opts, port: this.routerPort, host: `${app}.localhost` });
+  }
+
+  /** Stops everything and removes what it left: sandboxes, bridges, data dirs. */
+  async destroy(): Promise<void> {
+    await this.server?.stop();
+    await this.node?.stop();
+    await this.nats?.stop();
+    for (const dir of [this.serverDir, this.nodeDir]) {
+      // Anything still running from a data dir (apps left behind by kill -9) dies with it.
+      await exec('sh', ['-c', `pkill -9 -f "${dir}" || true`]).catch(() => {});
+    }
+    for (const bridge of [this.nodeBridge, this.buildBridge]) await exec('ip', ['link', 'del', bridge]).catch(() => {});
+    for (const dir of [this.serverDir, this.nodeDir]) await rm(dir, { recursive: true, force: true }).catch(() => {});
+  }
+}
+
+/** before/after hooks for one split platform per test file; fields are set once it runs. */
+export function splitSuite(opts: { isolation?: 'sandbox' | 'none' } = {}) {
+  const s = {
+    p: undefined as unknown as SplitPlatform,
+    token: '',
+    cwd: '',
+    run: (args: string[]) => s.p.cli(args, s.token, { cwd: s.cwd }),
+    ok: (args: string[]) => cliOk(s.p, args, s.token, s.cwd),
+  };
+  before(async () => {
+    s.p = await SplitPlatform.start(opts);
+    s.token = await s.p.token();
+    s.cwd = await mkdtemp(join(tmpdir(), 'swg-cwd-'));
+  });
+  after(async () => {
+    await s.p?.destroy();
+    if (s.cwd) await rm(s.cwd, { recursive: true, force: true });
+  });
+  return s;
+}
+
+// ---------- load generator ----------
+
+export interface LoadOptions {
+  port: number;
+  /** Host header (`<app>.localhost`). */
+  host: string;
+  path?: string;
+  /** Parallel keep-alive connections, each sending one request after another. Default 4. */
+  concurrency?: number;
+  /** Pause between a worker's requests, to leave CPU to the platform. Default 5 ms. */
+  pauseMs?: number;
+}
+
+export interface LoadResult {
+  ok: number;
+  failed: number;
+  /** One line per failed request: status and body, or the connection error. */
+  errors: string[];
+  /** Milliseconds per successful request. */
+  latencies: number[];
+  /** Distinct response bodies seen (e.g. instance boot stamps), with counts; the first 1000 kinds. */
+  bodies: Map<string, number>;
+}
+
+/**
+ * Keep-alive HTTP requests through the router, counting anything but a 200 as a failure (a
+ * refused or reset connection, a 502/503 from the router, a timeout). `start()` begins,
+ * `stop()` lets in-flight requests finish and returns the counts.
+ */
+export class LoadGenerator {
+  private readonly agent: Agent;
+  private running = false;
+  private workers: Promise<void>[] = [];
+  readonly result: LoadResult = { ok: 0, failed: 0, errors: [], latencies: [], bodies: new Map() };
+
+  constructor(private readonly opts: LoadOptions) {
+    this.agent = new Agent({ keepAlive: true, maxSockets: opts.concurrency ?? 4 });
+  }
+
+  start(): this {
+    if (this.running) throw new Error('load generator already running');
+    this.running = true;
+    for (let i = 0; i < (this.opts.concurrency ?? 4); i++) this.workers.push(this.worker());
+    return this;
+  }
+
+  /** Resolves once `n` more requests succeeded than when called (proof traffic flows now). */
+  async succeeded(n: number, timeoutMs = 60_000): Promise<void> {
+    const target = this.result.ok + n;
+    const deadline = Date.now() + timeoutMs;
+    while (this.result.ok < target) {
+      if (!this.running) throw new Error('load generator is stopped');
+      if (Date.now() > deadline) throw new Error(`only ${this.result.ok - target + n} of ${n} requests succeeded in ${timeoutMs} ms; errors: ${this.result.errors.slice(-5).join(' | ')}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  async stop(): Promise<LoadResult> {
+    this.running = false;
+    await Promise.all(this.workers);
+    this.workers = [];
+    this.agent.destroy();
+    return this.result;
+  }
+
+  private async worker(): Promise<void> {
+    while (this.running) {
+      await this.once();
+      if (this.opts.pauseMs !== 0) await new Promise((r) => setTimeout(r, this.opts.pauseMs ?? 5));
+    }
+  }
+
+  private once(): Promise<void> {
+    const started = performance.now();
+    return new Promise((resolve) => {
+      let done = false;
+      const fail = (why: string) => {
+        if (done) return;
+        done = true;
+        this.result.failed++;
+        this.result.errors.push(`${new Date().toISOString()} ${why}`);
+        resolve();
+      };
+      const req = httpRequest({ host: '127.0.0.1', port: this.opts.port, path: this.opts.path ?? '/', agent: this.agent, headers: { host: this.opts.host } }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', (err) => fail(`response error: ${err.message}`));
+        res.on('end', () => {
+          const body = Buffer.concat(chunks).toString();
+          if (res.statusCode !== 200) return fail(`status ${res.statusCode}: ${body.slice(0, 200)}`);
+          if (done) return;
+          done = true;
+          this.result.ok++;
+          this.result.latencies.push(performance.now() - started);
+          const { bodies } = this.result;
+          if (bodies.has(body) || bodies.size < 1000) bodies.set(body, (bodies.get(body) ?? 0) + 1);
+          resolve();
+        });
+      });
+      req.setTimeout(30_000, () => req.destroy(new Error('no response in 30 s')));
+      req.on('error', (err) => fail(`request error: ${err.message}`));
+      req.end();
+    });
+  }
+}

@@ -7,39 +7,11 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { platformSuite, waitFor } from './helpers/platform.ts';
-import { appDir } from './helpers/apps.ts';
-import { startLoad } from './helpers/load.ts';
+import { appDir, knobApp } from './helpers/apps.ts';
+import { LoadGenerator } from './helpers/load.ts';
 
 const suite = platformSuite({ isolation: 'sandbox' });
 const { ok, run } = suite;
-
-/** Behaviour set by config vars, so every `config set` is a new release that behaves differently. */
-const knobApp = {
-  'Procfile': 'web: node server.js\n',
-  'server.js': `
-const http = require('http');
-const env = process.env;
-const version = env.VERSION || 'v?';
-const boot = Date.now();
-if (env.CRASH_ON_BOOT === '1') { console.error('boom: CRASH_ON_BOOT is set'); process.exit(3); }
-const warm = () => env.HEALTH !== 'fail' && Date.now() - boot >= Number(env.HEALTH_DELAY_MS || 0);
-const server = http.createServer((req, res) => {
-  const url = new URL(req.url, 'http://x');
-  if (url.pathname === '/health') { res.statusCode = warm() ? 200 : 503; return res.end(warm() ? 'ok' : 'warming up'); }
-  if (!warm()) { res.statusCode = 503; return res.end(version + ' warming up'); }
-  if (url.pathname === '/slow') return setTimeout(() => res.end(version + ' slow'), Number(url.searchParams.get('ms') || 1000));
-  if (Math.random() < Number(env.ERROR_RATE || 0)) { res.statusCode = 500; return res.end(version + ' error'); }
-  res.end(version);
-});
-setTimeout(() => server.listen(env.PORT, () => console.log(version + ' listening')), Number(env.BOOT_DELAY_MS || 0));
-process.on('SIGTERM', () => {
-  if (env.IGNORE_SIGTERM === '1') return console.log(version + ' ignoring SIGTERM');
-  console.log(version + ' got SIGTERM: finishing in-flight requests');
-  server.close(() => process.exit(0));
-  server.closeIdleConnections();
-});
-`,
-};
 
 async function json<T = any>(args: string[]): Promise<T> {
   return JSON.parse((await ok([...args, '--json'])).stdout) as T;
@@ -82,25 +54,25 @@ async function setup(app: string, web: number, config: Record<string, string> = 
   await settled(app);
 }
 
-const load = (app: string, extra: Partial<Parameters<typeof startLoad>[0]> = {}) =>
-  startLoad({ port: suite.p.routerPort, host: `${app}.localhost`, concurrency: 4, keepBodies: true, ...extra });
+const load = (app: string, extra: { concurrency?: number } = {}) =>
+  new LoadGenerator({ port: suite.p.routerPort, host: `${app}.localhost`, concurrency: 4, keepSequence: true, ...extra }).start();
 
 describe('deployments', () => {
   test('rolling deploy of 3 instances under constant load: zero failed requests', async () => {
     await setup('roll', 3);
     const l = load('roll');
-    await waitFor('load running', async () => l.peek().ok > 50);
+    await l.succeeded(50);
     const before = await currentVersion('roll');
     const v_d = await release('roll', 'VERSION=v2');
     const d = await settled('roll', v_d);
-    await waitFor('more load after the deploy', async () => l.peek().ok > 200);
+    await l.succeeded(100);
     const r = await l.stop();
     assert.equal(d.state, 'succeeded', JSON.stringify(d));
     assert.equal(d.strategy, 'rolling');
     assert.equal(d.fromVersion, before);
     assert.equal(r.failed, 0, r.errors.join('\n'));
-    assert.ok(r.bodies.includes('v1') && r.bodies.includes('v2'));
-    assert.deepEqual(new Set(r.bodies.slice(-20)), new Set(['v2']));
+    assert.ok(r.sequence.includes('v1') && r.sequence.includes('v2'));
+    assert.deepEqual(new Set(r.sequence.slice(-20)), new Set(['v2']));
     // Drained old instances are stopped a little after the deployment is done.
     await waitFor('only the new release runs', async () => {
       const ps = await json<any[]>(['ps', '--app', 'roll']);
@@ -154,20 +126,20 @@ describe('deployments', () => {
     const l = load('roll', { concurrency: 1 });
     const v_d = await release('roll', 'VERSION=v4');
     const d = await settled('roll', v_d);
-    await waitFor('a few more answers', async () => l.peek().ok > 20);
+    await l.succeeded(20);
     const r = await l.stop();
     assert.equal(d.state, 'succeeded', JSON.stringify(d));
     assert.equal(r.failed, 0, r.errors.join('\n'));
     // One request at a time: the sequence is old…old new…new, exactly one switch.
-    const switches = r.bodies.filter((b, i) => i > 0 && b !== r.bodies[i - 1]).length;
-    assert.equal(switches, 1, r.bodies.join(' '));
-    assert.equal(r.bodies.at(-1), 'v4');
+    const switches = r.sequence.filter((b, i) => i > 0 && b !== r.sequence[i - 1]).length;
+    assert.equal(switches, 1, r.sequence.join(' '));
+    assert.equal(r.sequence.at(-1), 'v4');
   });
 
   test('canary: a release with errors is aborted on its error rate; a good one is promoted', async () => {
     await ok(['deploy-settings', '--strategy', 'canary', '--canary-steps', '50', '--canary-step-seconds', '4', '--canary-min-requests', '20', '--canary-max-error-rate', '0.2', '--app', 'roll']);
     let before = await currentVersion('roll');
-    const bad = load('roll', { keepBodies: false });
+    const bad = load('roll');
     const v_aborted = await release('roll', 'VERSION=v5', 'ERROR_RATE=0.7');
     const aborted = await settled('roll', v_aborted);
     await bad.stop();
@@ -184,7 +156,7 @@ describe('deployments', () => {
     assert.equal(r.failed, 0, r.errors.join('\n'));
     assert.ok(d.history.some((h: any) => /canary 50% passed/.test(h.message)), JSON.stringify(d.history));
     // During the step both releases answered.
-    const during = r.bodies.slice(0, r.bodies.lastIndexOf('v4') + 1);
+    const during = r.sequence.slice(0, r.sequence.lastIndexOf('v4') + 1);
     assert.ok(during.includes('v6') && during.includes('v4'), 'traffic was split during the canary step');
   });
 

@@ -24,3 +24,31 @@ http.createServer((req, res) => {
 }).listen(process.env.PORT, () => console.log('listening on ' + process.env.PORT));
 `,
 };
+
+/** Behaviour set by config vars, so every `config set` is a new release that behaves differently. */
+export const knobApp = {
+  'Procfile': 'web: node server.js\n',
+  'server.js': `
+const http = require('http');
+const env = process.env;
+const version = env.VERSION || 'v?';
+const boot = Date.now();
+if (env.CRASH_ON_BOOT === '1') { console.error('boom: CRASH_ON_BOOT is set'); process.exit(3); }
+const warm = () => env.HEALTH !== 'fail' && Date.now() - boot >= Number(env.HEALTH_DELAY_MS || 0);
+const server = http.createServer((req, res) => {
+  const url = new URL(req.url, 'http://x');
+  if (url.pathname === '/health') { res.statusCode = warm() ? 200 : 503; return res.end(warm() ? 'ok' : 'warming up'); }
+  if (!warm()) { res.statusCode = 503; return res.end(version + ' warming up'); }
+  if (url.pathname === '/slow') return setTimeout(() => res.end(version + ' slow'), Number(url.searchParams.get('ms') || 1000));
+  if (Math.random() < Number(env.ERROR_RATE || 0)) { res.statusCode = 500; return res.end(version + ' error'); }
+  res.end(version);
+});
+setTimeout(() => server.listen(env.PORT, () => console.log(version + ' listening')), Number(env.BOOT_DELAY_MS || 0));
+process.on('SIGTERM', () => {
+  if (env.IGNORE_SIGTERM === '1') return console.log(version + ' ignoring SIGTERM');
+  console.log(version + ' got SIGTERM: finishing in-flight requests');
+  server.close(() => process.exit(0));
+  server.closeIdleConnections();
+});
+`,
+};

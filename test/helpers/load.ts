@@ -1,77 +1,114 @@
 /**
- * A constant-load generator for zero-downtime tests and benchmarks: `concurrency` loops, each
- * sending one keep-alive GET after another through the router (with a Host header), recording
- * every answer. Anything but the expected status — or a connection error — is a failure.
+ * A constant-load generator for zero-downtime tests and benchmarks: keep-alive HTTP requests
+ * through the router (with a Host header), one after another per connection, counting anything
+ * but a 200 as a failure (a refused or reset connection, a 502/503 from the router, a timeout).
+ * `start()` begins, `stop()` lets in-flight requests finish and returns the counts.
  */
-import http from 'node:http';
+import { Agent, request as httpRequest } from 'node:http';
+import { performance } from 'node:perf_hooks';
+
+export interface LoadOptions {
+  port: number;
+  /** Host header (`<app>.localhost`). */
+  host: string;
+  path?: string;
+  /** Parallel keep-alive connections, each sending one request after another. Default 4. */
+  concurrency?: number;
+  /** Pause between a worker's requests, to leave CPU to the platform. Default 5 ms. */
+  pauseMs?: number;
+  /** Also keep every successful body in order of completion (`sequence`). */
+  keepSequence?: boolean;
+}
 
 export interface LoadResult {
   ok: number;
   failed: number;
-  /** The first failures, for the assertion message. */
+  /** One line per failed request (the first 100): status and body, or the connection error. */
   errors: string[];
-  /** Response bodies in order of completion (e.g. the version that answered). */
-  bodies: string[];
-  /** Milliseconds per successful request, in order of completion. */
+  /** Milliseconds per successful request. */
   latencies: number[];
+  /** Distinct response bodies seen (e.g. instance boot stamps), with counts; the first 1000 kinds. */
+  bodies: Map<string, number>;
+  /** Successful bodies in order of completion, with `keepSequence`. */
+  sequence: string[];
 }
 
-export interface Load {
-  stop(): Promise<LoadResult>;
-  /** Counts so far (the run keeps going). */
-  peek(): { ok: number; failed: number };
-}
+export class LoadGenerator {
+  private readonly agent: Agent;
+  private running = false;
+  private workers: Promise<void>[] = [];
+  readonly result: LoadResult = { ok: 0, failed: 0, errors: [], latencies: [], bodies: new Map(), sequence: [] };
 
-export function startLoad(opts: { port: number; host: string; path?: string; concurrency?: number; expectStatus?: number; keepBodies?: boolean; pauseMs?: number }): Load {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: opts.concurrency ?? 4 });
-  const result: LoadResult = { ok: 0, failed: 0, errors: [], bodies: [], latencies: [] };
-  let running = true;
-  const expect = opts.expectStatus ?? 200;
-  const fail = (why: string) => {
-    result.failed++;
-    if (result.errors.length < 20) result.errors.push(`${new Date().toISOString()} ${why}`);
-  };
-  const one = () => new Promise<void>((resolve) => {
-    const started = performance.now();
-    const req = http.request({ host: '127.0.0.1', port: opts.port, path: opts.path ?? '/', agent, headers: { host: opts.host } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const body = Buffer.concat(chunks).toString();
-        if (res.statusCode === expect) {
-          result.ok++;
-          result.latencies.push(performance.now() - started);
-          if (opts.keepBodies) result.bodies.push(body);
-        } else fail(`status ${res.statusCode}: ${body.slice(0, 200)}`);
-        resolve();
-      });
-      res.on('error', (err) => {
-        fail(`response error: ${err.message}`);
-        resolve();
-      });
-    });
-    req.setTimeout(30_000, () => req.destroy(new Error('request timed out after 30 s')));
-    req.on('error', (err: NodeJS.ErrnoException) => {
-      fail(`request error: ${err.code ?? err.message}`);
-      resolve();
-    });
-    req.end();
-  });
-  const loops = Array.from({ length: opts.concurrency ?? 4 }, async () => {
-    while (running) {
-      await one();
-      if (opts.pauseMs) await new Promise((r) => setTimeout(r, opts.pauseMs));
+  constructor(private readonly opts: LoadOptions) {
+    this.agent = new Agent({ keepAlive: true, maxSockets: opts.concurrency ?? 4 });
+  }
+
+  start(): this {
+    if (this.running) throw new Error('load generator already running');
+    this.running = true;
+    for (let i = 0; i < (this.opts.concurrency ?? 4); i++) this.workers.push(this.worker());
+    return this;
+  }
+
+  /** Resolves once `n` more requests succeeded than when called (proof traffic flows now). */
+  async succeeded(n: number, timeoutMs = 60_000): Promise<void> {
+    const target = this.result.ok + n;
+    const deadline = Date.now() + timeoutMs;
+    while (this.result.ok < target) {
+      if (!this.running) throw new Error('load generator is stopped');
+      if (Date.now() > deadline) throw new Error(`only ${this.result.ok - target + n} of ${n} requests succeeded in ${timeoutMs} ms; errors: ${this.result.errors.slice(-5).join(' | ')}`);
+      await new Promise((r) => setTimeout(r, 50));
     }
-  });
-  return {
-    peek: () => ({ ok: result.ok, failed: result.failed }),
-    async stop() {
-      running = false;
-      await Promise.all(loops);
-      agent.destroy();
-      return result;
-    },
-  };
+  }
+
+  async stop(): Promise<LoadResult> {
+    this.running = false;
+    await Promise.all(this.workers);
+    this.workers = [];
+    this.agent.destroy();
+    return this.result;
+  }
+
+  private async worker(): Promise<void> {
+    while (this.running) {
+      await this.once();
+      if (this.opts.pauseMs !== 0) await new Promise((r) => setTimeout(r, this.opts.pauseMs ?? 5));
+    }
+  }
+
+  private once(): Promise<void> {
+    const started = performance.now();
+    return new Promise((resolve) => {
+      let done = false;
+      const fail = (why: string) => {
+        if (done) return;
+        done = true;
+        this.result.failed++;
+        if (this.result.errors.length < 100) this.result.errors.push(`${new Date().toISOString()} ${why}`);
+        resolve();
+      };
+      const req = httpRequest({ host: '127.0.0.1', port: this.opts.port, path: this.opts.path ?? '/', agent: this.agent, headers: { host: this.opts.host } }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', (err) => fail(`response error: ${err.message}`));
+        res.on('end', () => {
+          const body = Buffer.concat(chunks).toString();
+          if (res.statusCode !== 200) return fail(`status ${res.statusCode}: ${body.slice(0, 200)}`);
+          if (done) return;
+          done = true;
+          this.result.ok++;
+          this.result.latencies.push(performance.now() - started);
+          const { bodies } = this.result;
+          if (bodies.has(body) || bodies.size < 1000) bodies.set(body, (bodies.get(body) ?? 0) + 1);
+          if (this.opts.keepSequence) this.result.sequence.push(body);
+          resolve();
+        });
+      });
+      req.setTimeout(30_000, () => req.destroy(new Error('no response in 30 s')));
+      req.on('error', (err) => fail(`request error: ${err.message}`));
+      req.end();
+    });
+  }
 }
 
 /** p-th percentile (0..100) of a list of numbers. */

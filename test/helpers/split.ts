@@ -2,20 +2,20 @@
  * Split mode for integration tests: a real nats-server, a `server` process (control plane +
  * builder) and a `node` process (agent + router) as children, on free loopback ports, each
  * with its own 0700 data dir and sandbox bridge, so tests can kill -9 and restart any of them.
- * Also a keep-alive HTTP load generator that counts every failed request.
  */
 import { spawn, execFile } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { Agent, request as httpRequest } from 'node:http';
+import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 import { after, before } from 'node:test';
 import { createClient } from '@shellwego/sdk';
 import { NatsServerProcess } from '../../packages/bus/src/testing.ts';
 import { ADMIN_EMAIL, ADMIN_PASSWORD, ROOT, cliOk, freePort } from './platform.ts';
+import { LoadGenerator } from './load.ts';
+import type { LoadOptions } from './load.ts';
 
 const exec = promisify(execFile);
 
@@ -236,110 +236,4 @@ export function splitSuite(opts: { isolation?: 'sandbox' | 'none' } = {}) {
     if (s.cwd) await rm(s.cwd, { recursive: true, force: true });
   });
   return s;
-}
-
-// ---------- load generator ----------
-
-export interface LoadOptions {
-  port: number;
-  /** Host header (`<app>.localhost`). */
-  host: string;
-  path?: string;
-  /** Parallel keep-alive connections, each sending one request after another. Default 4. */
-  concurrency?: number;
-  /** Pause between a worker's requests, to leave CPU to the platform. Default 5 ms. */
-  pauseMs?: number;
-}
-
-export interface LoadResult {
-  ok: number;
-  failed: number;
-  /** One line per failed request: status and body, or the connection error. */
-  errors: string[];
-  /** Milliseconds per successful request. */
-  latencies: number[];
-  /** Distinct response bodies seen (e.g. instance boot stamps), with counts; the first 1000 kinds. */
-  bodies: Map<string, number>;
-}
-
-/**
- * Keep-alive HTTP requests through the router, counting anything but a 200 as a failure (a
- * refused or reset connection, a 502/503 from the router, a timeout). `start()` begins,
- * `stop()` lets in-flight requests finish and returns the counts.
- */
-export class LoadGenerator {
-  private readonly agent: Agent;
-  private running = false;
-  private workers: Promise<void>[] = [];
-  readonly result: LoadResult = { ok: 0, failed: 0, errors: [], latencies: [], bodies: new Map() };
-
-  constructor(private readonly opts: LoadOptions) {
-    this.agent = new Agent({ keepAlive: true, maxSockets: opts.concurrency ?? 4 });
-  }
-
-  start(): this {
-    if (this.running) throw new Error('load generator already running');
-    this.running = true;
-    for (let i = 0; i < (this.opts.concurrency ?? 4); i++) this.workers.push(this.worker());
-    return this;
-  }
-
-  /** Resolves once `n` more requests succeeded than when called (proof traffic flows now). */
-  async succeeded(n: number, timeoutMs = 60_000): Promise<void> {
-    const target = this.result.ok + n;
-    const deadline = Date.now() + timeoutMs;
-    while (this.result.ok < target) {
-      if (!this.running) throw new Error('load generator is stopped');
-      if (Date.now() > deadline) throw new Error(`only ${this.result.ok - target + n} of ${n} requests succeeded in ${timeoutMs} ms; errors: ${this.result.errors.slice(-5).join(' | ')}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-
-  async stop(): Promise<LoadResult> {
-    this.running = false;
-    await Promise.all(this.workers);
-    this.workers = [];
-    this.agent.destroy();
-    return this.result;
-  }
-
-  private async worker(): Promise<void> {
-    while (this.running) {
-      await this.once();
-      if (this.opts.pauseMs !== 0) await new Promise((r) => setTimeout(r, this.opts.pauseMs ?? 5));
-    }
-  }
-
-  private once(): Promise<void> {
-    const started = performance.now();
-    return new Promise((resolve) => {
-      let done = false;
-      const fail = (why: string) => {
-        if (done) return;
-        done = true;
-        this.result.failed++;
-        this.result.errors.push(`${new Date().toISOString()} ${why}`);
-        resolve();
-      };
-      const req = httpRequest({ host: '127.0.0.1', port: this.opts.port, path: this.opts.path ?? '/', agent: this.agent, headers: { host: this.opts.host } }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('error', (err) => fail(`response error: ${err.message}`));
-        res.on('end', () => {
-          const body = Buffer.concat(chunks).toString();
-          if (res.statusCode !== 200) return fail(`status ${res.statusCode}: ${body.slice(0, 200)}`);
-          if (done) return;
-          done = true;
-          this.result.ok++;
-          this.result.latencies.push(performance.now() - started);
-          const { bodies } = this.result;
-          if (bodies.has(body) || bodies.size < 1000) bodies.set(body, (bodies.get(body) ?? 0) + 1);
-          resolve();
-        });
-      });
-      req.setTimeout(30_000, () => req.destroy(new Error('no response in 30 s')));
-      req.on('error', (err) => fail(`request error: ${err.message}`));
-      req.end();
-    });
-  }
 }

@@ -128,8 +128,11 @@ test('no file of the data dir holds a value in plaintext — while running and a
 
   const db = new Sqlite(join(p.dataDir, 'shellwego.db'), { readonly: true });
   try {
-    const keys = db.prepare('select organization_id, provider, key_id, wrapped_key from organization_keys').all() as { organization_id: string; provider: string; key_id: string; wrapped_key: string }[];
+    const all = db.prepare('select organization_id, provider, key_id, wrapped_key from organization_keys').all() as { organization_id: string; provider: string; key_id: string; wrapped_key: string }[];
+    // The platform's own keys (local CA, ACME account) live under the system organization (ADR 0007).
+    const keys = all.filter((k) => k.organization_id !== 'org_platform');
     assert.equal(keys.length, 2, 'one data key per organization that has config');
+    assert.ok(all.length - keys.length <= 1);
     assert.notEqual(keys[0].organization_id, keys[1].organization_id);
     assert.notEqual(keys[0].wrapped_key, keys[1].wrapped_key);
     assert.ok(keys.every((k) => k.provider === 'file' && k.key_id.startsWith('file:')));

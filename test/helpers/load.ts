@@ -111,9 +111,3 @@ export class LoadGenerator {
   }
 }
 
-/** p-th percentile (0..100) of a list of numbers. */
-export function percentile(values: number[], p: number): number {
-  if (values.length === 0) return NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
-}

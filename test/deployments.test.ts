@@ -80,6 +80,20 @@ describe('deployments', () => {
     }, 30_000);
   });
 
+  test('restart under load: instances are replaced one by one, zero failed requests', async () => {
+    const before = (await json<any[]>(['ps', '--app', 'roll'])).map((i) => i.id).sort();
+    const l = load('roll');
+    await l.succeeded(20);
+    await ok(['restart', '--app', 'roll']);
+    await waitFor('every instance replaced', async () => {
+      const ps = await json<any[]>(['ps', '--app', 'roll']);
+      return ps.length === 3 && ps.every((i) => i.state === 'running' && !before.includes(i.id));
+    }, 60_000);
+    await l.succeeded(20);
+    const r = await l.stop();
+    assert.equal(r.failed, 0, r.errors.join('\n'));
+  });
+
   test('a release whose instances crash rolls back by itself; the old one serves throughout', async () => {
     const l = load('roll');
     const before = await currentVersion('roll');

@@ -6,6 +6,7 @@ import type { ControlPlaneContext } from '../context.ts';
 import type { Handlers } from '../http.ts';
 import { createRelease, readConfig, toRelease } from '../releases.ts';
 import { startSourceBuild } from '../source-builds.ts';
+import { REPLACE_REQUESTED } from '../controllers/plan.ts';
 import { toApp, toBuild, toFormation, toInstance } from './convert.ts';
 
 export async function findApp(cp: ControlPlaneContext, organizationId: string, nameOrId: string): Promise<AppRow> {
@@ -51,9 +52,9 @@ export const appHandlers = {
     const updated = await cp.store.apps.update(app.organizationId, app.id, { plan: body.plan });
     await cp.events.record({ organizationId: app.organizationId, appId: app.id, type: 'app.updated', message: `Plan changed to ${body.plan}`, data: { plan: body.plan } });
     if (app.plan !== body.plan) {
-      // New limits apply to new processes: replace the running ones.
+      // New limits apply to new processes: replace the running ones, one by one without downtime.
       for (const i of await cp.store.instances.listByApp(app.organizationId, app.id)) {
-        if (i.desired === 'running') await cp.store.instances.update(i.id, { restartGeneration: i.restartGeneration + 1 });
+        if (i.desired === 'running' && i.stopAfter === null) await cp.store.instances.update(i.id, { restartGeneration: REPLACE_REQUESTED });
       }
       await cp.deployer.reconcileApp(app.organizationId, app.id);
     }
@@ -178,13 +179,14 @@ export const appHandlers = {
     const app = await findApp(cp, auth.organization.id, params.app);
     let n = 0;
     for (const i of await cp.store.instances.listByApp(app.organizationId, app.id)) {
-      if (i.desired !== 'running' || (body.type && i.processType !== body.type)) continue;
-      await cp.store.instances.update(i.id, { restartGeneration: i.restartGeneration + 1 });
+      if (i.desired !== 'running' || i.stopAfter !== null || (body.type && i.processType !== body.type)) continue;
+      // Replaced like a deploy: a new instance starts, the old one drains once it is ready.
+      await cp.store.instances.update(i.id, { restartGeneration: REPLACE_REQUESTED });
       n++;
     }
     await cp.events.record({ organizationId: app.organizationId, appId: app.id, type: 'app.restarted', message: `Restarted ${body.type ?? 'all'} (${n} instance${n === 1 ? '' : 's'}) by ${auth.user.email}`, data: { type: body.type ?? null, count: n } });
     cp.logs.platform(app.id, `Restarting ${body.type ?? 'all processes'}`);
-    await cp.deployer.publishAssignments(false);
+    await cp.deployer.reconcileApp(app.organizationId, app.id);
     return { restarted: n };
   },
 

@@ -303,7 +303,8 @@ export class Deployer {
           processType: i.processType, index: i.index, command,
           env: { ...rel.env, SHELLWEGO_APP: app.name, SHELLWEGO_RELEASE: `v${rel.row.version}`, SHELLWEGO_INSTANCE: i.id },
           artifactDigest: rel.row.artifactDigest, limits: { memoryMb: plan.memoryMb, cpus: plan.cpus, pids: plan.pids },
-          port: WEB_PORT, restartGeneration: i.restartGeneration, stopTimeoutMs: settingsCache.get(app.id)!.stopTimeoutSeconds * 1000,
+          // A replacement marker (negative) is the control plane's business: the agent keeps the process.
+          port: WEB_PORT, restartGeneration: Math.max(0, i.restartGeneration), stopTimeoutMs: settingsCache.get(app.id)!.stopTimeoutSeconds * 1000,
           ...(readiness ? { readiness } : {}),
         });
       }

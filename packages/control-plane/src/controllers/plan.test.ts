@@ -193,3 +193,16 @@ test('placement spreads replicas, then packs by free memory, deterministically',
   assert.match(none.reason, /no node has 9000 MB free/);
   assert.equal(place([], { memoryMb: 1 }).reason, 'no ready nodes');
 });
+
+test('restart: instances marked for replacement are replaced one by one like a rolling deploy', () => {
+  const marked = olds(3, { restartGeneration: -1 });
+  let p = plan({ targetReleaseId: 'r1', instances: marked });
+  assert.deepEqual([p.create, p.drain, p.stop], [[{ type: 'web', index: 1 }], [], []]);
+  const withNew = [...marked, inst({ id: 'fresh1', index: 1 })];
+  p = plan({ targetReleaseId: 'r1', instances: withNew });
+  assert.deepEqual(p.drain, ['o3']);
+  assert.deepEqual(p.create, [{ type: 'web', index: 2 }]);
+  // Scaling up at the same time: the 2 slots that replace nothing start at once.
+  p = plan({ targetReleaseId: 'r1', formation: [{ type: 'web', quantity: 5 }], instances: marked });
+  assert.equal(p.create.length, 2);
+});

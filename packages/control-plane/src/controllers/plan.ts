@@ -53,6 +53,14 @@ export interface PlanInput {
   settings: DeploySettingsT;
 }
 
+/**
+ * `restart` (and a plan change) marks instances for replacement with a negative
+ * `restartGeneration`: the planner replaces them like instances of an older release — new
+ * instance first, the old one drains once it is ready — so a restart never drops a request.
+ */
+export const REPLACE_REQUESTED = -1;
+export const isCurrent = (i: InstanceRow, target: string | null): boolean => i.releaseId === target && i.restartGeneration >= 0;
+
 /** Serving: asked to run and not on its way out. */
 export const isLive = (i: InstanceRow): boolean => i.desired === 'running' && i.stopAfter === null;
 /** Ready for traffic: the agent's readiness check passed (non-web: the process is up). */
@@ -61,12 +69,15 @@ export const isReady = (i: InstanceRow): boolean => i.state === 'running';
 interface Limits { batch: number; surge: number; unavailable: number }
 
 /** How one process type is replaced: strategies other than rolling/recreate only shape web traffic. */
-function modeFor(type: string, d: PlanDeployment | null): { kind: 'rolling' | 'recreate' | 'blue-green' | 'canary'; limits: Limits } {
-  const s = d?.settings;
+function modeFor(type: string, d: PlanDeployment | null, appSettings: DeploySettingsT): { kind: 'rolling' | 'recreate' | 'blue-green' | 'canary'; limits: Limits } {
+  const s = d?.settings ?? appSettings;
   const rolling = (limits?: Limits) => ({ kind: 'rolling' as const, limits: limits ?? { batch: s?.batchSize ?? 1, surge: s?.maxSurge ?? 1, unavailable: s?.maxUnavailable ?? 0 } });
-  // Recovery (rolling back) and steady state bring everything up at once: nothing to protect.
+  // Recovery (rolling back) brings everything up at once: nothing to protect. Without a
+  // deployment (scaling, restarts) the app's rolling limits apply to replacements; new slots that
+  // replace nothing start at once anyway.
   const all = { batch: Number.MAX_SAFE_INTEGER, surge: Number.MAX_SAFE_INTEGER, unavailable: 0 };
-  if (!d || d.state === 'rolling_back') return rolling(all);
+  if (!d) return rolling();
+  if (d.state === 'rolling_back') return rolling(all);
   if (d.state === 'pending') return rolling(all); // release phase: the target is still the old release
   if (d.strategy === 'recreate') return { kind: 'recreate', limits: all };
   if (type !== 'web') return rolling();
@@ -100,8 +111,8 @@ export function planApp(input: PlanInput): AppPlan {
     const W = wanted.get(type) ?? 0;
     const live = input.instances.filter((i) => isLive(i) && i.processType === type);
     const draining = input.instances.filter((i) => i.desired === 'running' && i.stopAfter !== null && i.processType === type);
-    const mine = live.filter((i) => i.releaseId === target);
-    let old = live.filter((i) => i.releaseId !== target);
+    const mine = live.filter((i) => isCurrent(i, target));
+    let old = live.filter((i) => !isCurrent(i, target));
 
     // Target instances: one per index 1..W; duplicates and indexes past W go.
     const kept = new Map<number, InstanceRow>();
@@ -110,7 +121,7 @@ export function planApp(input: PlanInput): AppPlan {
       else retire(i);
     }
     const newReady = [...kept.values()].filter(isReady).length;
-    const { kind, limits } = modeFor(type, deployment);
+    const { kind, limits } = modeFor(type, deployment, input.settings);
     let target_ = W; // how many target instances this pass aims for
     let stopOld: InstanceRow[] = [];
 
@@ -179,6 +190,7 @@ export function routeBackends(input: { targetReleaseId: string | null; instances
   const old = web.filter((i) => i.releaseId !== input.targetReleaseId);
   const plain = (list: InstanceRow[]) => list.map((i) => ({ instanceId: i.id, address: i.address! }));
   if (d?.state === 'in_progress' && d.strategy === 'blue-green' && old.length > 0) {
+    // (`fresh`/`old` here are by release: a restart marker does not change who gets traffic.)
     // Until every green instance is ready, blue keeps all the traffic; then all of it moves at once.
     const wantedGreen = input.instances.filter((i) => i.processType === 'web' && isLive(i) && i.releaseId === input.targetReleaseId).length;
     return fresh.length > 0 && fresh.length >= wantedGreen ? plain(fresh) : plain(old);

@@ -4,7 +4,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -185,6 +185,31 @@ describe('git push', () => {
     assert.equal((await releases()).length, 2);
     const still = JSON.parse(await serving(/"rev":"amended"/)) as { started: string };
     assert.equal(still.started, stamp, 'the running instance was not touched');
+  });
+
+  test('a pusher who disconnects mid-build gets no release, and the branch is not updated', async () => {
+    const dir = await appDir({
+      'package.json': JSON.stringify({ name: 'slow', version: '1.0.0', scripts: { build: 'node -e "setTimeout(() => {}, 6000)"', start: 'node server.js' } }),
+      'server.js': bootStampApp['server.js'],
+    });
+    await (await p.client(token)).call('createApp', { body: { name: 'gitslow' } });
+    for (const args of [['init', '-q', '-b', 'main'], ['add', '.'], ['commit', '-q', '-m', 'slow build']]) await gitOk(args, dir);
+    // Its own process group: killing it takes git's HTTP helper (which holds the connection) along.
+    const child = spawn('git', ['push', remote(token, 'gitslow'), 'main'], { cwd: dir, detached: true, env: { ...process.env, GIT_TERMINAL_PROMPT: '0', HOME: home } });
+    let err = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+    await waitFor('the build to start', async () => /Building gitslow/.test(err), 60_000, 50);
+    process.kill(-child.pid!, 'SIGKILL');
+    const a = await p.client(token);
+    const build = await waitFor('the build to be given up', async () => {
+      const [b] = await a.call('listBuilds', { params: { app: 'gitslow' } });
+      return b?.state === 'failed' && b;
+    }, 30_000);
+    assert.match(build.error ?? '', /push was interrupted/);
+    // Long enough for the builder to have finished the 6 s build: its result makes no release.
+    await new Promise((r) => setTimeout(r, 8000));
+    assert.deepEqual(await a.call('listReleases', { params: { app: 'gitslow' } }), []);
+    assert.equal((await gitOk(['ls-remote', remote(token, 'gitslow')])).stdout.trim(), '', 'the branch was not created');
   });
 
   test('master deploys when the repository has no main', async () => {

@@ -62,6 +62,26 @@ export class BuildController {
     if (b?.state === 'pending') await this.deps.store.builds.update(b.id, { state: 'building' });
   }
 
+  /**
+   * Gives up a build that is not finished: it is failed with `reason` now, so its result (when the
+   * builder sends it) creates no release. Returns false when it had already finished.
+   */
+  async abandon(buildId: string, reason: string): Promise<boolean> {
+    const { store, events, logs } = this.deps;
+    // Read and fail in one transaction: a result being recorded at the same time wins or loses whole.
+    const build = await store.transaction(async (tx) => {
+      const b = await tx.builds.byId(buildId);
+      if (!b || b.state === 'succeeded' || b.state === 'failed') return undefined;
+      await tx.builds.update(b.id, { state: 'failed', error: reason, finishedAt: new Date().toISOString() });
+      return b;
+    });
+    if (!build) return false;
+    logs.platform(build.appId, `Build ${build.id} failed: ${reason}`);
+    await events.record({ organizationId: build.organizationId, appId: build.appId, type: 'build.failed', message: `Build failed: ${reason}`, data: { buildId: build.id } });
+    await this.deps.buildLogs.end(build.id);
+    return true;
+  }
+
   private async onResult(m: BuildResultMessage): Promise<void> {
     const { store, secrets, events, logs, deployer } = this.deps;
     const build = await store.builds.byId(m.buildId);
@@ -81,7 +101,9 @@ export class BuildController {
       }
     } else {
       await secrets.ensureKey(app.organizationId); // the release's config snapshot is sealed inside the transaction
-      await store.transaction(async (tx) => {
+      const released = await store.transaction(async (tx) => {
+        // Abandoned (e.g. the pusher disconnected) while the result was on its way: no release.
+        if ((await tx.builds.byId(build.id))?.state === 'failed') return false;
         const config = await readConfig(tx, secrets, app);
         const release = await createRelease(tx, secrets, app, {
           buildId: build.id, processTypes: m.processTypes, artifactDigest: m.artifactDigest!, config,
@@ -93,9 +115,10 @@ export class BuildController {
           await events.record({ organizationId: app.organizationId, appId: app.id, type: 'release.created', message: `Release v${release.version}: ${release.description}`, data: { releaseId: release.id, version: release.version } }, tx),
         );
         logs.platform(app.id, `Release v${release.version} created from build ${build.id}`);
+        return true;
       });
       for (const e of recorded) await events.publish(e);
-      await deployer.reconcileApp(app.organizationId, app.id);
+      if (released) await deployer.reconcileApp(app.organizationId, app.id);
     }
     await this.deps.buildLogs.end(build.id);
   }

@@ -112,6 +112,8 @@ export function registerGitRoutes(app: FastifyInstance, cp: ControlPlaneContext)
       const args = [...(await gitArgs(service)), '--stateless-rpc', repo];
       reply.hijack();
       const res = reply.raw;
+      // The pusher went away before git answered: the push is abandoned (no release from it).
+      const interrupted = new AbortController();
       const run = (env: NodeJS.ProcessEnv) => new Promise<void>((resolve) => {
         const child = spawn('git', args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
         let stderr = '';
@@ -120,7 +122,11 @@ export function registerGitRoutes(app: FastifyInstance, cp: ControlPlaneContext)
         child.stdout.once('data', () => (started = true));
         child.stdin.on('error', () => {});
         body.on('error', () => child.kill());
-        res.on('close', () => { if (child.exitCode === null) child.kill(); });
+        res.on('close', () => {
+          if (child.exitCode !== null) return;
+          interrupted.abort();
+          child.kill();
+        });
         body.pipe(child.stdin);
         res.writeHead(200, { 'content-type': `application/x-${service}-result`, 'cache-control': 'no-cache, max-age=0, must-revalidate' });
         child.stdout.pipe(res);
@@ -136,7 +142,7 @@ export function registerGitRoutes(app: FastifyInstance, cp: ControlPlaneContext)
       });
       try {
         if (service === 'git-receive-pack') {
-          await withPushSession(cp, appRow, auth, repo, (socketPath) => run({ ...process.env, SWG_HOOK_SOCKET: socketPath }));
+          await withPushSession(cp, appRow, auth, repo, interrupted.signal, (socketPath) => run({ ...process.env, SWG_HOOK_SOCKET: socketPath }));
         } else {
           await run(process.env);
         }

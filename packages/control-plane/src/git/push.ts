@@ -39,10 +39,10 @@ export function runGit(args: string[], opts: { cwd?: string; env?: NodeJS.Proces
  * this one `git receive-pack` connects to. The control plane decides there — after building the
  * deploy branch — whether git may update the refs. Nothing but this push knows the path.
  */
-export async function withPushSession<T>(cp: ControlPlaneContext, app: AppRow, auth: AuthContext, repoDir: string, fn: (socketPath: string) => Promise<T>): Promise<T> {
+export async function withPushSession<T>(cp: ControlPlaneContext, app: AppRow, auth: AuthContext, repoDir: string, interrupted: AbortSignal, fn: (socketPath: string) => Promise<T>): Promise<T> {
   const dir = await mkdtemp(join(tmpdir(), 'swg-push-'));
   const socketPath = join(dir, 'hook.sock');
-  const server = createServer((sock) => void serveHook(cp, app, auth, repoDir, sock));
+  const server = createServer((sock) => void serveHook(cp, app, auth, repoDir, interrupted, sock));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(socketPath, () => resolve());
@@ -55,7 +55,7 @@ export async function withPushSession<T>(cp: ControlPlaneContext, app: AppRow, a
   }
 }
 
-async function serveHook(cp: ControlPlaneContext, app: AppRow, auth: AuthContext, repoDir: string, sock: Socket): Promise<void> {
+async function serveHook(cp: ControlPlaneContext, app: AppRow, auth: AuthContext, repoDir: string, interrupted: AbortSignal, sock: Socket): Promise<void> {
   let input = '';
   sock.setEncoding('utf8');
   sock.on('error', () => {});
@@ -77,7 +77,7 @@ async function serveHook(cp: ControlPlaneContext, app: AppRow, auth: AuthContext
       });
       sock.on('end', () => reject(new Error('the hook closed the connection early')));
     });
-    ok = await preReceive(cp, app, auth, repoDir, msg, say);
+    ok = await preReceive(cp, app, auth, repoDir, msg, say, interrupted);
   } catch (err) {
     cp.logger.error({ err, app: app.id }, 'git pre-receive failed');
     say(`! internal error while processing the push: ${(err as Error).message}`);
@@ -90,7 +90,7 @@ function branch(ref: string): string {
   return ref.replace(/^refs\/heads\//, '');
 }
 
-async function preReceive(cp: ControlPlaneContext, app: AppRow, auth: AuthContext, repoDir: string, msg: HookMessage, say: (l: string) => void): Promise<boolean> {
+async function preReceive(cp: ControlPlaneContext, app: AppRow, auth: AuthContext, repoDir: string, msg: HookMessage, say: (l: string) => void, interrupted: AbortSignal): Promise<boolean> {
   const updates = parseRefUpdates(msg.updates);
   const hasMain = (await runGit(['rev-parse', '--verify', '-q', 'refs/heads/main'], { cwd: repoDir })).code === 0;
   const deploy = deployUpdate(updates, hasMain);
@@ -100,10 +100,10 @@ async function preReceive(cp: ControlPlaneContext, app: AppRow, auth: AuthContex
     else say(`Storing ${branch(u.ref)} (${u.newSha.slice(0, 7)}) without deploying: push ${hasMain ? 'main' : 'main (or master)'} to deploy`);
   }
   if (!deploy) return true;
-  return buildAndRelease(cp, app, auth, repoDir, deploy, msg.env, say);
+  return buildAndRelease(cp, app, auth, repoDir, deploy, msg.env, say, interrupted);
 }
 
-async function buildAndRelease(cp: ControlPlaneContext, app: AppRow, auth: AuthContext, repoDir: string, u: RefUpdate, quarantine: Record<string, string | null>, say: (l: string) => void): Promise<boolean> {
+async function buildAndRelease(cp: ControlPlaneContext, app: AppRow, auth: AuthContext, repoDir: string, u: RefUpdate, quarantine: Record<string, string | null>, say: (l: string) => void, interrupted: AbortSignal): Promise<boolean> {
   say(`-----> Building ${app.name} from ${branch(u.ref)} (${u.newSha.slice(0, 7)})`);
   // The pushed objects are still in git's quarantine directory: read them through it.
   const env: NodeJS.ProcessEnv = { ...process.env, GIT_DIR: repoDir };
@@ -140,6 +140,14 @@ async function buildAndRelease(cp: ControlPlaneContext, app: AppRow, auth: AuthC
   } finally {
     await rm(file, { force: true });
   }
+
+  // A pusher who disconnects mid-build gets no release: git will not update the branch, so a
+  // release from it would run code the repository does not have. (After the build succeeded the
+  // release exists; git still completes the push if it can.)
+  const buildId = build.id;
+  const abandon = () => void cp.builds.abandon(buildId, 'the push was interrupted before the build finished (the client disconnected): no release').catch((err) => cp.logger.error({ err, build: buildId }, 'could not abandon the build'));
+  if (interrupted.aborted) abandon();
+  else interrupted.addEventListener('abort', abandon, { once: true });
 
   await new Promise<void>((resolve) => {
     const f = cp.buildLogs.follow(build.id, { line: (l) => say(l.line), end: resolve });

@@ -71,7 +71,7 @@ test('run -- sh -c: the app config reaches the command, stdout/stderr are separa
   assert.equal(r.code, 3, r.stderr);
   assert.equal(r.stdout, `${CONFIG_VALUE} from-flag\n`);
   assert.match(r.stderr, /to-stderr/);
-  const ok = await s.run(['run', '--app', APP, '--', 'test -d /app && ! test -e /root && ! test -e /work && ! test -e ' + ROOT]);
+  const ok = await s.run(['run', APP, '--', 'test -d /app && ! test -e /root && ! test -e /work && ! test -e ' + ROOT]);
   assert.equal(ok.code, 0, `the sandbox sees host directories: ${ok.stdout}${ok.stderr}`);
   const events = await waitFor('the run.finished event', async () => {
     const list = await (await s.p.client(s.token)).call('appEvents', { params: { app: APP } });

@@ -5,6 +5,7 @@ import { Ctx } from './context.ts';
 import { CliError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ExitWith, UsageError } from './errors.ts';
 import type { Io } from './io.ts';
 import { buildProgram } from './program.ts';
+import { normalizeRunArgs } from './commands/run.ts';
 
 export async function run(argv: string[], io: Io): Promise<number> {
   const ctx = new Ctx(io);
@@ -14,7 +15,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
     return EXIT_OK;
   }
   try {
-    await program.parseAsync(argv, { from: 'user' });
+    await program.parseAsync(normalizeRunArgs(argv), { from: 'user' });
     return EXIT_OK;
   } catch (err) {
     return report(ctx, err);

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { exitCodeOf, runUrl, shellCommand } from './run.ts';
+import { exitCodeOf, normalizeRunArgs, runUrl, shellCommand } from './run.ts';
 
 test('argv becomes one shell line: a single word as typed, several quoted', () => {
   assert.equal(shellCommand(['echo $HOME; exit 3']), 'echo $HOME; exit 3');
@@ -26,4 +26,12 @@ test('the exit code: the remote one, 128+signal when killed, 1 when unknown', ()
   assert.equal(exitCodeOf({ exitCode: 3, signal: null }), 3);
   assert.equal(exitCodeOf({ exitCode: null, signal: 'SIGKILL' }), 137);
   assert.equal(exitCodeOf({ exitCode: null, signal: null }), 1);
+});
+
+test('`run APP -- cmd` names the app like `heroku run`; --app and the linked app still work', () => {
+  assert.deepEqual(normalizeRunArgs(['run', 'hello', '--', 'bash']), ['run', '--app', 'hello', '--', 'bash']);
+  assert.deepEqual(normalizeRunArgs(['run', '--no-tty', 'hello', '-e', 'A=1', '--', 'sh', '-c', 'x']), ['run', '--app', 'hello', '--no-tty', '-e', 'A=1', '--', 'sh', '-c', 'x']);
+  assert.deepEqual(normalizeRunArgs(['run', '--app', 'hello', '--', 'bash']), ['run', '--app', 'hello', '--', 'bash']);
+  assert.deepEqual(normalizeRunArgs(['run', '--', 'hello']), ['run', '--', 'hello'], 'after -- everything is the command');
+  assert.deepEqual(normalizeRunArgs(['ps', 'hello', '--', 'x']), ['ps', 'hello', '--', 'x']);
 });

@@ -53,11 +53,31 @@ interface RunOpts extends AppOpts {
   env: string[];
 }
 
+/**
+ * `shellwego run APP -- cmd` (the app as the first word, like `heroku run`) → `run --app APP -- cmd`.
+ * Only before `--`: everything after it is the command, whatever it looks like.
+ */
+export function normalizeRunArgs(argv: string[]): string[] {
+  if (argv[0] !== 'run') return argv;
+  const dashes = argv.indexOf('--');
+  if (dashes < 0) return argv;
+  const before = argv.slice(1, dashes);
+  const positional: number[] = [];
+  for (let i = 0; i < before.length; i++) {
+    const t = before[i];
+    if (['-e', '--env', '-a', '--app'].includes(t)) i++; // its value follows
+    else if (!t.startsWith('-')) positional.push(i);
+  }
+  if (positional.length !== 1) return argv; // none: --app or the linked app; more: commander says what is wrong
+  const app = before[positional[0]];
+  return ['run', '--app', app, ...before.filter((_, i) => i !== positional[0]), ...argv.slice(dashes)];
+}
+
 export function registerRun(program: Command, ctx: Ctx): void {
   withApp(
     program
       .command('run')
-      .description("run a one-off process in the app's environment, e.g. `shellwego run -- bash` (exits with its exit code)")
+      .description("run a one-off process in the app's environment: `shellwego run APP -- bash` (or --app / the linked app); exits with its exit code")
       .option('--no-tty', 'no terminal: stream stdin/stdout/stderr (default when stdin is not a terminal)')
       .option('-e, --env <KEY=VALUE>', 'extra environment for this run (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
       .argument('<command...>', 'the command, after `--`'),

@@ -18,14 +18,9 @@ import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import net from 'node:net';
+import { join } from 'node:path';
+import { NGINX, ROOT, WRK, startChild, startNginx } from './lib.ts';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = resolve(here, '..');
-const NGINX = process.env.NGINX_BIN ?? '/usr/sbin/nginx';
-const WRK = process.env.WRK_BIN ?? '/usr/bin/wrk';
 const SECONDS = Number(process.env.ROUTER_BENCH_SECONDS ?? 10);
 const WARMUP_SECONDS = 2;
 const CONNECTIONS = 50;
@@ -49,100 +44,6 @@ process.on('SIGINT', () => {
   cleanup();
   process.exit(130);
 });
-
-/** Starts bench/router-child.ts in a mode and waits for its `{"port"}` line. */
-async function startChild(args: string[]): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(here, 'router-child.ts'), ...args], { cwd: repo, stdio: ['ignore', 'pipe', 'inherit'] });
-  children.push(child);
-  const port = await new Promise<number>((resolvePort, reject) => {
-    let buf = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      const nl = buf.indexOf('\n');
-      if (nl >= 0) resolvePort((JSON.parse(buf.slice(0, nl)) as { port: number }).port);
-    });
-    child.once('exit', (code) => reject(new Error(`${args[0]} exited with ${code}`)));
-    child.once('error', reject);
-  });
-  return { child, port };
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
-async function waitForPort(port: number, ms = 5_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const ok = await new Promise<boolean>((r) => {
-      const s = net.connect(port, '127.0.0.1');
-      s.once('connect', () => {
-        s.destroy();
-        r(true);
-      });
-      s.once('error', () => r(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`nothing listening on ${port}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-async function startNginx(backendPort: number): Promise<{ port: number; dir: string }> {
-  const dir = mkdtempSync(join(tmpdir(), 'swg-bench-nginx-'));
-  const port = await freePort();
-  const user = process.getuid?.() === 0 ? 'user root;\n' : '';
-  const conf = `${user}daemon off;
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/client_body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  keepalive_timeout 65s;
-  keepalive_requests 1000000;
-  upstream app {
-    server 127.0.0.1:${backendPort};
-    keepalive 128;
-    keepalive_requests 1000000;
-    keepalive_timeout 60s;
-  }
-  server {
-    listen 127.0.0.1:${port};
-    location / {
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $http_host;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_set_header X-Forwarded-Host $http_host;
-      proxy_set_header X-Forwarded-Port $server_port;
-      proxy_set_header X-Request-Id $request_id;
-      add_header X-Request-Id $request_id;
-    }
-  }
-}
-`;
-  const confPath = join(dir, 'nginx.conf');
-  writeFileSync(confPath, conf);
-  const child = spawn(NGINX, ['-c', confPath, '-p', dir, '-e', join(dir, 'error.log')], { stdio: ['ignore', 'inherit', 'inherit'] });
-  children.push(child);
-  child.once('exit', (code) => {
-    if (code) process.stderr.write(`nginx exited with ${code}\n`);
-  });
-  await waitForPort(port);
-  return { port, dir };
-}
 
 function runWrk(port: number, seconds: number): Promise<WrkResult> {
   return new Promise((resolveRun, reject) => {
@@ -200,15 +101,16 @@ async function measure(name: string, port: number): Promise<WrkResult> {
 async function main(): Promise<void> {
   for (const bin of [NGINX, WRK]) if (!existsSync(bin)) throw new Error(`${bin} not found`);
   const started = Date.now();
-  const backend = await startChild(['backend']);
-  const router = await startChild(['router', `127.0.0.1:${backend.port}`, HOSTNAME]);
-  const nginx = await startNginx(backend.port);
+  const backendPort = await startChild(children, 'router-child.ts', ['backend']);
+  const routerPort = await startChild(children, 'router-child.ts', ['router', `127.0.0.1:${backendPort}`, HOSTNAME]);
+  const nginxDir = mkdtempSync(join(tmpdir(), 'swg-bench-nginx-'));
+  const nginxPort = await startNginx({ children, dir: nginxDir, backendPort });
 
-  const direct = await measure('direct', backend.port);
-  const viaRouter = await measure('router', router.port);
-  const viaNginx = await measure('nginx', nginx.port);
+  const direct = await measure('direct', backendPort);
+  const viaRouter = await measure('router', routerPort);
+  const viaNginx = await measure('nginx', nginxPort);
   cleanup();
-  rmSync(nginx.dir, { recursive: true, force: true });
+  rmSync(nginxDir, { recursive: true, force: true });
 
   const round = (n: number, d = 2): number => Math.round(n * 10 ** d) / 10 ** d;
   const ratios = {
@@ -235,7 +137,7 @@ async function main(): Promise<void> {
     ratios,
     durationSeconds: round((Date.now() - started) / 1000, 1),
   };
-  const outDir = join(repo, '.bench-out');
+  const outDir = join(ROOT, '.bench-out');
   mkdirSync(outDir, { recursive: true });
   writeFileSync(join(outDir, 'router.json'), `${JSON.stringify(result, null, 2)}\n`);
   console.log(`wrote .bench-out/router.json (${result.durationSeconds}s)`);

@@ -20,13 +20,9 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { createCa, issueLeaf, loadCa } from '../packages/control-plane/src/domains/local-ca.ts';
-import { ROOT, median, saveResult, waitForPort } from './lib.ts';
+import { NGINX, WRK, median, saveResult, startChild, startNginx } from './lib.ts';
 
-const NGINX = process.env.NGINX_BIN ?? '/usr/sbin/nginx';
-const WRK = process.env.WRK_BIN ?? '/usr/bin/wrk';
 const HOSTNAME = 'bench.example.test';
 const CONNECTIONS = 50;
 
@@ -39,82 +35,6 @@ export interface TlsBenchResult {
   /** Per round. */
   results: { router: { handshake: WrkFigures; keepAlive: WrkFigures }; nginx: { handshake: WrkFigures; keepAlive: WrkFigures } }[];
   ratios: { routerVsNginxHandshakes: number; routerVsNginxHttpsRps: number; routerVsNginxHttpsP99: number };
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
-function startChild(children: ChildProcess[], script: string, args: string[]): Promise<number> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench', script), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
-  children.push(child);
-  return new Promise<number>((resolve, reject) => {
-    let buf = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      const nl = buf.indexOf('\n');
-      if (nl >= 0) resolve((JSON.parse(buf.slice(0, nl)) as { port: number }).port);
-    });
-    child.once('exit', (code) => reject(new Error(`${script} exited with ${code}`)));
-    child.once('error', reject);
-  });
-}
-
-async function startNginx(children: ChildProcess[], dir: string, backendPort: number, cert: string, key: string): Promise<number> {
-  const port = await freePort();
-  const user = process.getuid?.() === 0 ? 'user root;\n' : '';
-  // Same work as the router: TLS termination, keep-alive upstream, X-Forwarded-* and a request id.
-  const conf = `${user}daemon off;
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/client_body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  keepalive_timeout 65s;
-  keepalive_requests 1000000;
-  upstream app {
-    server 127.0.0.1:${backendPort};
-    keepalive 128;
-    keepalive_requests 1000000;
-    keepalive_timeout 60s;
-  }
-  server {
-    listen 127.0.0.1:${port} ssl;
-    server_name ${HOSTNAME};
-    ssl_certificate ${cert};
-    ssl_certificate_key ${key};
-    ssl_protocols TLSv1.2 TLSv1.3;
-    location / {
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $http_host;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_set_header X-Forwarded-Host $http_host;
-      proxy_set_header X-Forwarded-Port $server_port;
-      proxy_set_header X-Request-Id $request_id;
-      add_header X-Request-Id $request_id;
-    }
-  }
-}
-`;
-  const confPath = join(dir, 'nginx.conf');
-  await writeFile(confPath, conf);
-  const child = spawn(NGINX, ['-c', confPath, '-p', dir, '-e', join(dir, 'error.log')], { stdio: ['ignore', 'inherit', 'inherit'] });
-  children.push(child);
-  await waitForPort('127.0.0.1', port, 10_000, 20);
-  return port;
 }
 
 function toMs(value: string, unit: string): number {
@@ -172,7 +92,7 @@ export async function benchTls(opts: { seconds?: number; rounds?: number } = {})
 
     const backendPort = await startChild(children, 'router-child.ts', ['backend']);
     const routerPort = await startChild(children, 'tls-child.ts', [`127.0.0.1:${backendPort}`, HOSTNAME, cert, key]);
-    const nginxPort = await startNginx(children, dir, backendPort, cert, key);
+    const nginxPort = await startNginx({ children, dir, backendPort, tls: { cert, key, serverName: HOSTNAME } });
 
     const results: TlsBenchResult['results'] = [];
     for (let i = 0; i < rounds; i++) {

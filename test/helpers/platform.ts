@@ -157,29 +157,42 @@ export class TestPlatform {
   }
 
   /** Runs the CLI with this platform's URL and the given token. */
-  async cli(args: string[], token: string, opts: { cwd?: string; env?: Record<string, string> } = {}) {
-    return new Promise<{ code: number; stdout: string; stderr: string }>((res) => {
-      const child = spawn(process.execPath, [join(ROOT, 'packages/cli/bin/shellwego.js'), ...args], {
-        cwd: opts.cwd ?? ROOT,
-        env: { ...(process.env as Record<string, string>), SHELLWEGO_API_URL: this.apiUrl, SHELLWEGO_TOKEN: token, XDG_CONFIG_HOME: join(this.dataDir, 'cli-config'), ...opts.env },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d) => (stdout += d));
-      child.stderr.on('data', (d) => (stderr += d));
-      child.on('exit', (code) => res({ code: code ?? -1, stdout, stderr }));
-    });
+  cli(args: string[], token: string, opts: { cwd?: string; env?: Record<string, string> } = {}) {
+    return runCli(this.apiUrl, join(this.dataDir, 'cli-config'), args, token, opts);
   }
 }
 
+/** Runs the CLI against apiUrl with token; its config lives in configDir (XDG_CONFIG_HOME). */
+export function runCli(apiUrl: string, configDir: string, args: string[], token: string, opts: { cwd?: string; env?: Record<string, string> } = {}) {
+  return new Promise<{ code: number; stdout: string; stderr: string }>((res) => {
+    const child = spawn(process.execPath, [join(ROOT, 'packages/cli/bin/shellwego.js'), ...args], {
+      cwd: opts.cwd ?? ROOT,
+      env: { ...(process.env as Record<string, string>), SHELLWEGO_API_URL: apiUrl, SHELLWEGO_TOKEN: token, XDG_CONFIG_HOME: configDir, ...opts.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('exit', (code) => res({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+/** What suiteFor needs of a platform: a login, the CLI, its output for failures, and teardown. */
+export interface SuitePlatform {
+  output: string;
+  token(): Promise<string>;
+  cli(args: string[], token: string, opts?: { cwd?: string; env?: Record<string, string> }): Promise<{ code: number; stdout: string; stderr: string }>;
+  destroy(): Promise<void>;
+}
+
 /**
- * Registers before/after hooks that start one platform for the test file and tear it down, and
- * returns a handle whose fields are set once the platform runs.
+ * Registers before/after hooks that start one platform (all-in-one or split) for the test file
+ * with `start` and tear it down, and returns a handle whose fields are set once it runs.
  */
-export function platformSuite(opts: PlatformOptions = {}) {
+export function suiteFor<P extends SuitePlatform>(start: () => Promise<P>) {
   const s = {
-    p: undefined as unknown as TestPlatform,
+    p: undefined as unknown as P,
     token: '',
     /** A scratch working directory for CLI runs (so nothing links the repository's examples). */
     cwd: '',
@@ -187,7 +200,7 @@ export function platformSuite(opts: PlatformOptions = {}) {
     ok: (args: string[]) => cliOk(s.p, args, s.token, s.cwd),
   };
   before(async () => {
-    s.p = await TestPlatform.start(opts);
+    s.p = await start();
     s.token = await s.p.token();
     s.cwd = await mkdtemp(join(tmpdir(), 'swg-cwd-'));
   });
@@ -196,6 +209,11 @@ export function platformSuite(opts: PlatformOptions = {}) {
     if (s.cwd) await rm(s.cwd, { recursive: true, force: true });
   });
   return s;
+}
+
+/** One all-in-one platform for the test file (see suiteFor). */
+export function platformSuite(opts: PlatformOptions = {}) {
+  return suiteFor(() => TestPlatform.start(opts));
 }
 
 /** Runs the CLI and fails the test with the CLI's and the platform's output when it exits non-zero. */

@@ -10,10 +10,9 @@ import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { after, before } from 'node:test';
 import { createClient } from '@shellwego/sdk';
 import { NatsServerProcess } from '../../packages/bus/src/testing.ts';
-import { ADMIN_EMAIL, ADMIN_PASSWORD, ROOT, cliOk, freePort } from './platform.ts';
+import { ADMIN_EMAIL, ADMIN_PASSWORD, ROOT, freePort, runCli, suiteFor } from './platform.ts';
 import { LoadGenerator } from './load.ts';
 import type { LoadOptions } from './load.ts';
 
@@ -154,19 +153,8 @@ export class SplitPlatform {
   }
 
   /** Runs the CLI against the server's API. */
-  async cli(args: string[], token: string, opts: { cwd?: string; env?: Record<string, string> } = {}) {
-    return new Promise<{ code: number; stdout: string; stderr: string }>((res) => {
-      const child = spawn(process.execPath, [join(ROOT, 'packages/cli/bin/shellwego.js'), ...args], {
-        cwd: opts.cwd ?? ROOT,
-        env: { ...(process.env as Record<string, string>), SHELLWEGO_API_URL: this.apiUrl, SHELLWEGO_TOKEN: token, XDG_CONFIG_HOME: join(this.serverDir, 'cli-config'), ...opts.env },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d) => (stdout += d));
-      child.stderr.on('data', (d) => (stderr += d));
-      child.on('exit', (code) => res({ code: code ?? -1, stdout, stderr }));
-    });
+  cli(args: string[], token: string, opts: { cwd?: string; env?: Record<string, string> } = {}) {
+    return runCli(this.apiUrl, join(this.serverDir, 'cli-config'), args, token, opts);
   }
 
   /** Crash of the control plane: kill -9 of the `server` (the node, its apps and router stay). */
@@ -217,23 +205,7 @@ export class SplitPlatform {
   }
 }
 
-/** before/after hooks for one split platform per test file; fields are set once it runs. */
+/** One split platform for the test file (see suiteFor in platform.ts). */
 export function splitSuite(opts: { isolation?: 'sandbox' | 'none' } = {}) {
-  const s = {
-    p: undefined as unknown as SplitPlatform,
-    token: '',
-    cwd: '',
-    run: (args: string[]) => s.p.cli(args, s.token, { cwd: s.cwd }),
-    ok: (args: string[]) => cliOk(s.p, args, s.token, s.cwd),
-  };
-  before(async () => {
-    s.p = await SplitPlatform.start(opts);
-    s.token = await s.p.token();
-    s.cwd = await mkdtemp(join(tmpdir(), 'swg-cwd-'));
-  });
-  after(async () => {
-    await s.p?.destroy();
-    if (s.cwd) await rm(s.cwd, { recursive: true, force: true });
-  });
-  return s;
+  return suiteFor(() => SplitPlatform.start(opts));
 }

@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { configFromEnv } from './config.ts';
 import { startAllInOne } from './all-in-one.ts';
 import { runSplit } from './split.ts';
+import { adminLoginLines, exitOnStartupError, stopOnSignals } from './roles.ts';
 import type { SplitCommandOptions } from './split.ts';
 
 const program = new Command('shellwego-server')
@@ -27,18 +28,10 @@ program
     try {
       platform = await startAllInOne(config);
     } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      const msg = e.code === 'EADDRINUSE' ? `${e.message}: another process uses the port (set SHELLWEGO_API_PORT / SHELLWEGO_HTTP_PORT / SHELLWEGO_HTTPS_PORT)` : e.message;
-      process.stderr.write(`error: could not start ShellWeGo: ${msg}\n`);
-      if (process.env.SHELLWEGO_DEBUG) process.stderr.write(String(e.stack) + '\n');
-      process.exit(1);
+      exitOnStartupError(err, 'ShellWeGo');
     }
     const b = platform.bootstrap;
-    const login = b.generatedPassword
-      ? `  Admin:    ${b.email}   password: ${b.generatedPassword}\n            (shown once; also saved to ${b.passwordFile})\n`
-      : b.created
-        ? `  Admin:    ${b.email}   password: from SHELLWEGO_ADMIN_PASSWORD\n`
-        : `  Admin:    existing accounts (first password: ${config.dataDir}/initial-admin-password if it was generated)\n`;
+    const login = adminLoginLines(b, config.dataDir);
     process.stdout.write(
       `\nShellWeGo ${'is running'} (isolation: ${config.isolation}, data: ${config.dataDir})\n` +
       `  API:      ${platform.apiUrl}   (OpenAPI: ${platform.apiUrl}/v1/openapi.json)\n` +
@@ -48,18 +41,7 @@ program
       `  Log in:   npx shellwego login --email ${b.email} --api ${platform.apiUrl}${b.generatedPassword ? ` --password ${b.generatedPassword}` : ''}\n` +
       `  Deploy:   npx shellwego apps create hello && npx shellwego deploy examples/node-express --app hello\n\n`,
     );
-    let stopping = false;
-    const shutdown = (signal: string) => {
-      if (stopping) return;
-      stopping = true;
-      platform.logger.info({ signal }, 'shutting down');
-      platform.close().then(() => process.exit(0), (err) => {
-        platform.logger.error({ err }, 'shutdown failed');
-        process.exit(1);
-      });
-    };
-    process.on('SIGINT', () => shutdown('SIGINT'));
-    process.on('SIGTERM', () => shutdown('SIGTERM'));
+    stopOnSignals(platform);
   });
 
 // ---------- split mode: server / node ----------

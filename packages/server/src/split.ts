@@ -5,26 +5,18 @@
  * the restarted control plane adopts what runs (the agent keeps instances whose spec is
  * unchanged). Both sides reconnect to NATS forever, so a restarted nats-server heals too.
  */
-import { access, chmod, mkdir } from 'node:fs/promises';
-import { cpus, hostname, totalmem } from 'node:os';
-import { join } from 'node:path';
+import { access, mkdir } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { pino } from 'pino';
 import type { Logger } from 'pino';
 import { connectNatsBus } from '@shellwego/bus';
 import type { NatsBus } from '@shellwego/bus';
-import { FileBlobStore, openSqliteStore } from '@shellwego/store';
-import { createControlPlane, SecretBox } from '@shellwego/control-plane';
+import { FileBlobStore } from '@shellwego/store';
 import type { BootstrapResult } from '@shellwego/control-plane';
-import { createRuntime, detectIsolation } from '@shellwego/sandbox';
-import type { IsolationMode } from '@shellwego/sandbox';
-import { createAgent } from '@shellwego/agent';
-import { createBuilder } from '@shellwego/builder';
-import { createRouter } from '@shellwego/router';
 import { splitConfigFromEnv } from './config.ts';
 import type { SplitConfig } from './config.ts';
-import { VERSION } from './all-in-one.ts';
-import { tlsSettings } from './tls.ts';
-import { firstHost, stableNodeId } from './util.ts';
+import { stableNodeId } from './util.ts';
+import { adminLoginLines, exitOnStartupError, requireIsolation, startBuilder, startControlPlaneRole, startNodeRole, startRuntime, stopOnSignals, urlHost } from './roles.ts';
 
 export interface SplitServer {
   apiUrl: string;
@@ -43,19 +35,6 @@ export interface SplitNode {
   logger: Logger;
   /** Stops the node; apps keep running only when asked to (the next start adopts them). */
   close(opts?: { keepAppsRunning?: boolean }): Promise<void>;
-}
-
-async function requireIsolation(isolation: IsolationMode, logger: Logger): Promise<void> {
-  if (isolation === 'sandbox') {
-    const d = await detectIsolation();
-    if (!d.available) {
-      throw new Error(`sandboxed isolation is not available here: ${d.reason}. ` +
-        'Install bubblewrap and run as root (see README: Isolation), or start with --isolation none ' +
-        '(SHELLWEGO_ISOLATION=none) to run apps and builds as plain processes without isolation.');
-    }
-  } else {
-    logger.warn('isolation is NONE: apps and builds run as plain processes without namespaces or limits (development only)');
-  }
 }
 
 /** NATS connection with its state changes in the log; waits (and says so) until NATS answers. */
@@ -81,40 +60,18 @@ async function connectBus(config: SplitConfig, name: string, logger: Logger): Pr
 /** `server`: API, deployer and build controller, plus the builder, on SQLite and NATS. */
 export async function startServer(config: SplitConfig, logger: Logger = pino({ level: config.logLevel })): Promise<SplitServer> {
   await mkdir(config.dataDir, { recursive: true, mode: 0o711 });
-  await requireIsolation(config.isolation, logger);
+  await requireIsolation(config.isolation, 'apps and builds', logger);
 
-  const dbFile = join(config.dataDir, 'shellwego.db');
-  const store = await openSqliteStore(dbFile);
-  await chmod(dbFile, 0o600);
-  const blobsDir = join(config.dataDir, 'blobs');
-  const blobs = new FileBlobStore(blobsDir);
-  await mkdir(blobsDir, { recursive: true, mode: 0o711 }); // nodes on this machine read artifacts here
-  const secrets = await SecretBox.fromFile(join(config.dataDir, 'master.key'), store);
-  const bus = await connectBus(config, `shellwego-server-${hostname()}`, logger.child({ part: 'bus' }));
-
-  const cp = await createControlPlane({
-    store, bus, blobs, secrets, logger: logger.child({ part: 'control-plane' }),
-    settings: { baseDomain: config.baseDomain, routerPort: config.routerPort, routerScheme: 'http', dataDir: config.dataDir, maxUploadBytes: config.maxUploadBytes, version: VERSION, tls: await tlsSettings(config.tls, config.tls.httpsPort), fetchAllowPrivate: config.fetchAllowPrivate },
-    reconcileIntervalMs: config.reconcileIntervalMs,
-  });
-  const bootstrap = await cp.bootstrap({ email: config.adminEmail, password: config.adminPassword });
+  const { store, blobs, blobsDir, bus, cp, bootstrap } = await startControlPlaneRole(config, logger, async () => ({
+    bus: await connectBus(config, `shellwego-server-${hostname()}`, logger.child({ part: 'bus' })),
+  }), { shareBlobsDir: true });
 
   // Builds get their own bridge: a node on the same machine owns the apps' bridge and its IPs.
-  const runtime = await createRuntime({
-    isolation: config.isolation,
-    bridge: { name: config.buildBridgeName, cidr: config.buildBridgeCidr },
-    cgroupRoot: 'shellwego',
-    stateRoot: join(config.dataDir, 'sandbox'),
-  });
-  const builder = createBuilder({
-    bus, blobs, runtime, logger: logger.child({ part: 'builder' }),
-    workDir: join(config.dataDir, 'builds'), cacheDir: join(config.dataDir, 'build-cache'),
-    gatewayIp: config.isolation === 'sandbox' ? firstHost(config.buildBridgeCidr) : undefined,
-  });
-  builder.start();
+  const runtime = await startRuntime(config.isolation, { name: config.buildBridgeName, cidr: config.buildBridgeCidr }, config.dataDir);
+  const builder = startBuilder(config, { bus, blobs, runtime, bridgeCidr: config.buildBridgeCidr, logger });
   const apiPort = await cp.listen(config.bind, config.apiPort);
 
-  const hostForUrl = config.bind === '0.0.0.0' || config.bind === '::' ? '127.0.0.1' : config.bind;
+  const hostForUrl = urlHost(config.bind);
   let closed = false;
   return {
     apiUrl: `http://${hostForUrl}:${apiPort}`,
@@ -141,28 +98,14 @@ export async function startNode(config: SplitConfig, logger: Logger = pino({ lev
       "directory in the server's data dir (nodes read build artifacts from it; fetching them over the network comes later)");
   });
   await mkdir(config.nodeDataDir, { recursive: true, mode: 0o711 });
-  await requireIsolation(config.isolation, logger);
+  await requireIsolation(config.isolation, 'apps and builds', logger);
   const nodeId = await stableNodeId(config.nodeDataDir);
   const bus = await connectBus(config, `shellwego-node-${nodeId}`, logger.child({ part: 'bus' }));
   const blobs = new FileBlobStore(config.blobsDir);
 
-  const runtime = await createRuntime({
-    isolation: config.isolation,
-    bridge: { name: config.bridgeName, cidr: config.bridgeCidr },
-    cgroupRoot: 'shellwego',
-    stateRoot: join(config.nodeDataDir, 'sandbox'),
-  });
-  const router = await createRouter({
-    bus, host: config.bind, port: config.routerPort, logger: logger.child({ part: 'router' }),
-    ...(config.tls.mode === 'off' ? {} : { tls: { port: config.tls.httpsPort } }),
-  });
-  const agent = createAgent({
-    nodeId, name: hostname(), bus, blobs, runtime, dataDir: join(config.nodeDataDir, 'agent'), logger: logger.child({ part: 'agent' }),
-    capacity: { cpus: cpus().length, memoryMb: Math.floor(totalmem() / 1024 / 1024) },
-  });
-  await agent.start();
+  const { runtime, router, agent } = await startNodeRole(config, { dataDir: config.nodeDataDir, nodeId, bus, blobs, logger });
 
-  const hostForUrl = config.bind === '0.0.0.0' || config.bind === '::' ? '127.0.0.1' : config.bind;
+  const hostForUrl = urlHost(config.bind);
   let closed = false;
   return {
     nodeId,
@@ -212,11 +155,7 @@ export async function runSplit(role: 'server' | 'node', opts: SplitCommandOption
       const s = await startServer(config);
       running = s;
       const b = s.bootstrap;
-      const login = b.generatedPassword
-        ? `  Admin:    ${b.email}   password: ${b.generatedPassword}\n            (shown once; also saved to ${b.passwordFile})\n`
-        : b.created
-          ? `  Admin:    ${b.email}   password: from SHELLWEGO_ADMIN_PASSWORD\n`
-          : `  Admin:    existing accounts (first password: ${config.dataDir}/initial-admin-password if it was generated)\n`;
+      const login = adminLoginLines(b, config.dataDir);
       process.stdout.write(
         `\nShellWeGo control plane is running (builds: ${config.isolation}, data: ${config.dataDir}, NATS: ${config.natsUrls.join(',')})\n` +
         `  API:      ${s.apiUrl}   (OpenAPI: ${s.apiUrl}/v1/openapi.json)\n` +
@@ -236,22 +175,7 @@ export async function runSplit(role: 'server' | 'node', opts: SplitCommandOption
       );
     }
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    const msg = e.code === 'EADDRINUSE' ? `${e.message}: another process uses the port (set SHELLWEGO_API_PORT / SHELLWEGO_HTTP_PORT / SHELLWEGO_HTTPS_PORT)` : e.message;
-    process.stderr.write(`error: could not start the ShellWeGo ${role}: ${msg}\n`);
-    if (process.env.SHELLWEGO_DEBUG) process.stderr.write(String(e.stack) + '\n');
-    process.exit(1);
+    exitOnStartupError(err, `the ShellWeGo ${role}`);
   }
-  let stopping = false;
-  const shutdown = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    running.logger.info({ signal }, 'shutting down');
-    running.close().then(() => process.exit(0), (err) => {
-      running.logger.error({ err }, 'shutdown failed');
-      process.exit(1);
-    });
-  };
-  process.on('SIGINT', () => shutdown('SIGINT'));
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  stopOnSignals(running);
 }

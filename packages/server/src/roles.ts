@@ -1,0 +1,146 @@
+/**
+ * The parts the all-in-one process and the split `server` / `node` processes start alike: the
+ * control plane on SQLite under its data dir, the builder, and a node's runtime, router and
+ * agent. What differs (the bus, the builder's bridge, sharing the blob directory) comes in as
+ * arguments; each caller keeps its own startup order around these and its own shutdown order.
+ */
+import { chmod, mkdir } from 'node:fs/promises';
+import { cpus, hostname, totalmem } from 'node:os';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { Bus } from '@shellwego/bus';
+import { FileBlobStore, openSqliteStore } from '@shellwego/store';
+import { createControlPlane, SecretBox } from '@shellwego/control-plane';
+import { createRuntime, detectIsolation } from '@shellwego/sandbox';
+import type { IsolationMode } from '@shellwego/sandbox';
+import { createAgent } from '@shellwego/agent';
+import { createBuilder } from '@shellwego/builder';
+import { createRouter } from '@shellwego/router';
+import type { Router } from '@shellwego/router';
+import type { BootstrapResult } from '@shellwego/control-plane';
+import type { AllInOneConfig } from './config.ts';
+import { tlsSettings } from './tls.ts';
+import { firstHost } from './util.ts';
+
+export const VERSION = '0.1.0';
+
+/** Fails startup when sandboxing was asked for but is not available; warns loudly when it is off. */
+export async function requireIsolation(isolation: IsolationMode, what: string, logger: Logger): Promise<void> {
+  if (isolation === 'sandbox') {
+    const d = await detectIsolation();
+    if (!d.available) {
+      throw new Error(`sandboxed isolation is not available here: ${d.reason}. ` +
+        'Install bubblewrap and run as root (see README: Isolation), or start with --isolation none ' +
+        `(SHELLWEGO_ISOLATION=none) to run ${what} as plain processes without isolation.`);
+    }
+  } else {
+    logger.warn(`isolation is NONE: ${what} run as plain processes without namespaces or limits (development only)`);
+  }
+}
+
+/** The host to put in printed URLs: a wildcard bind address is reachable on loopback. */
+export function urlHost(bind: string): string {
+  return bind === '0.0.0.0' || bind === '::' ? '127.0.0.1' : bind;
+}
+
+/**
+ * The control plane's state under config.dataDir (SQLite store, blobs, master key), then what
+ * `connect` makes (the bus, and anything else that must exist before the control plane), then
+ * the control plane itself and the first admin. `shareBlobsDir` creates the blob directory up
+ * front for nodes on this machine to read.
+ */
+export async function startControlPlaneRole<X extends { bus: Bus }>(
+  config: AllInOneConfig, logger: Logger, connect: () => Promise<X>, opts: { shareBlobsDir?: boolean } = {},
+) {
+  const dbFile = join(config.dataDir, 'shellwego.db');
+  const store = await openSqliteStore(dbFile);
+  await chmod(dbFile, 0o600); // SQLite creates -wal/-shm with the database file's mode
+  const blobsDir = join(config.dataDir, 'blobs');
+  const blobs = new FileBlobStore(blobsDir);
+  if (opts.shareBlobsDir) await mkdir(blobsDir, { recursive: true, mode: 0o711 }); // nodes on this machine read artifacts here
+  // Config values: per-organization data keys wrapped by the file master key (ADR 0005).
+  const secrets = await SecretBox.fromFile(join(config.dataDir, 'master.key'), store);
+  const connected = await connect();
+
+  const cp = await createControlPlane({
+    store, bus: connected.bus, blobs, secrets, logger: logger.child({ part: 'control-plane' }),
+    settings: { baseDomain: config.baseDomain, routerPort: config.routerPort, routerScheme: 'http', dataDir: config.dataDir, maxUploadBytes: config.maxUploadBytes, version: VERSION, tls: await tlsSettings(config.tls, config.tls.httpsPort), fetchAllowPrivate: config.fetchAllowPrivate },
+    reconcileIntervalMs: config.reconcileIntervalMs,
+  });
+  const bootstrap = await cp.bootstrap({ email: config.adminEmail, password: config.adminPassword });
+  return { ...connected, store, blobs, blobsDir, secrets, cp, bootstrap };
+}
+
+/** A sandbox runtime on its own bridge, its state under `dataDir`/sandbox. */
+export function startRuntime(isolation: IsolationMode, bridge: { name: string; cidr: string }, dataDir: string) {
+  return createRuntime({ isolation, bridge, cgroupRoot: 'shellwego', stateRoot: join(dataDir, 'sandbox') });
+}
+
+/** The builder, started: builds run in `runtime`, whose bridge is `bridgeCidr`. */
+export function startBuilder(config: AllInOneConfig, parts: { bus: Bus; blobs: FileBlobStore; runtime: Awaited<ReturnType<typeof createRuntime>>; bridgeCidr: string; logger: Logger }) {
+  const builder = createBuilder({
+    bus: parts.bus, blobs: parts.blobs, runtime: parts.runtime, logger: parts.logger.child({ part: 'builder' }),
+    workDir: join(config.dataDir, 'builds'), cacheDir: join(config.dataDir, 'build-cache'),
+    gatewayIp: config.isolation === 'sandbox' ? firstHost(parts.bridgeCidr) : undefined,
+  });
+  builder.start();
+  return builder;
+}
+
+/**
+ * A node: the apps' runtime (config's bridge), the router (HTTPS too unless TLS is off), then
+ * `beforeAgent` (the all-in-one starts its builder there), then the agent. State under `dataDir`.
+ */
+export async function startNodeRole<X extends object = Record<never, never>>(
+  config: AllInOneConfig,
+  parts: { dataDir: string; nodeId: string; bus: Bus; blobs: FileBlobStore; logger: Logger },
+  beforeAgent?: (started: { runtime: Awaited<ReturnType<typeof createRuntime>>; router: Router }) => X,
+) {
+  const { dataDir, nodeId, bus, blobs, logger } = parts;
+  const runtime = await startRuntime(config.isolation, { name: config.bridgeName, cidr: config.bridgeCidr }, dataDir);
+  const router = await createRouter({
+    bus, host: config.bind, port: config.routerPort, logger: logger.child({ part: 'router' }),
+    ...(config.tls.mode === 'off' ? {} : { tls: { port: config.tls.httpsPort } }),
+  });
+  const extra = beforeAgent?.({ runtime, router });
+  const agent = createAgent({
+    nodeId, name: hostname(), bus, blobs, runtime, dataDir: join(dataDir, 'agent'), logger: logger.child({ part: 'agent' }),
+    capacity: { cpus: cpus().length, memoryMb: Math.floor(totalmem() / 1024 / 1024) },
+  });
+  await agent.start();
+  return { ...(extra as X), runtime, router, agent };
+}
+
+/** SIGINT/SIGTERM close what runs once, then exit 0 (or 1 with the error in the log). */
+export function stopOnSignals(running: { logger: Logger; close(): Promise<void> }): void {
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    running.logger.info({ signal }, 'shutting down');
+    running.close().then(() => process.exit(0), (err) => {
+      running.logger.error({ err }, 'shutdown failed');
+      process.exit(1);
+    });
+  };
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+}
+
+/** The "Admin:" lines of the startup banner: the generated password is shown this once. */
+export function adminLoginLines(b: BootstrapResult, dataDir: string): string {
+  return b.generatedPassword
+    ? `  Admin:    ${b.email}   password: ${b.generatedPassword}\n            (shown once; also saved to ${b.passwordFile})\n`
+    : b.created
+      ? `  Admin:    ${b.email}   password: from SHELLWEGO_ADMIN_PASSWORD\n`
+      : `  Admin:    existing accounts (first password: ${dataDir}/initial-admin-password if it was generated)\n`;
+}
+
+/** Startup failed: says what (and which variables move a busy port), then exits 1. */
+export function exitOnStartupError(err: unknown, what: string): never {
+  const e = err as NodeJS.ErrnoException;
+  const msg = e.code === 'EADDRINUSE' ? `${e.message}: another process uses the port (set SHELLWEGO_API_PORT / SHELLWEGO_HTTP_PORT / SHELLWEGO_HTTPS_PORT)` : e.message;
+  process.stderr.write(`error: could not start ${what}: ${msg}\n`);
+  if (process.env.SHELLWEGO_DEBUG) process.stderr.write(String(e.stack) + '\n');
+  process.exit(1);
+}

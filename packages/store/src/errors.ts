@@ -43,6 +43,23 @@ export class StoreMisuseError extends Error {
   }
 }
 
+/**
+ * The database server can't be reached (PostgreSQL down, restarting, or the network to it
+ * broken). 503 `store_unavailable`: the request may be retried; the pool reconnects by itself
+ * once the server is back.
+ */
+export class StoreUnavailableError extends ApiError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(503, 'store_unavailable', message);
+    this.name = 'StoreUnavailableError';
+    if (options?.cause !== undefined) (this as { cause?: unknown }).cause = options.cause;
+  }
+}
+
+/** Socket errors and what node-postgres says when a connection breaks or can't be made. */
+const CONNECTION_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOENT', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+const CONNECTION_MESSAGES = /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error)/;
+
 export function isConflict(err: unknown, constraint?: string): err is StoreConflictError {
   return err instanceof StoreConflictError && (constraint === undefined || err.constraint === constraint);
 }
@@ -50,7 +67,7 @@ export function isConflict(err: unknown, constraint?: string): err is StoreConfl
 /** Translates driver errors (better-sqlite3, node-postgres) into the store's error types. */
 export function translateError(err: unknown): unknown {
   if (!err || typeof err !== 'object' || err instanceof ApiError) return err;
-  const e = err as { code?: unknown; message?: unknown; constraint?: unknown; table?: unknown };
+  const e = err as { code?: unknown; message?: unknown; constraint?: unknown; table?: unknown; detail?: unknown };
   const code = typeof e.code === 'string' ? e.code : '';
   const message = typeof e.message === 'string' ? e.message : '';
 
@@ -67,10 +84,19 @@ export function translateError(err: unknown): unknown {
   if (code === '23505') {
     const name = typeof e.constraint === 'string' ? e.constraint : '';
     const known = (UNIQUE_CONSTRAINTS as Record<string, string>)[name];
-    return new StoreConflictError(known ?? (name || 'unknown'), { cause: err });
+    // Not listed (a newer migration): build the same `table(columns)` SQLite would report from
+    // the error's detail, "Key (app_id, key)=(…) already exists.".
+    const cols = typeof e.detail === 'string' ? /^Key \((.+?)\)=/.exec(e.detail)?.[1] : undefined;
+    const derived = typeof e.table === 'string' && cols ? `${e.table}(${cols.split(',').map((c) => c.trim()).join(',')})` : undefined;
+    return new StoreConflictError(known ?? derived ?? (name || 'unknown'), { cause: err });
   }
   if (code === '23503') {
     return new StoreReferenceError('a referenced record does not exist in this organization', { cause: err });
+  }
+  // PostgreSQL unreachable: class 08 (connection exception), 57P01-57P03 (shutting down,
+  // crashed, starting up), or the socket/driver failing before the server said anything.
+  if (/^08/.test(code) || code === '57P01' || code === '57P02' || code === '57P03' || CONNECTION_ERRNOS.has(code) || CONNECTION_MESSAGES.test(message)) {
+    return new StoreUnavailableError(`the database is unavailable: ${message || code}`, { cause: err });
   }
   return err;
 }

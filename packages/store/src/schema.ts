@@ -333,6 +333,9 @@ export const UNIQUE_CONSTRAINTS = {
   certificates_name_key: 'certificates(name)',
   webhooks_pkey: 'webhooks(id)',
   webhook_deliveries_pkey: 'webhook_deliveries(hook_id,delivery_id)',
+  deployments_pkey: 'deployments(id)',
+  deploy_settings_pkey: 'deploy_settings(app_id)',
+  image_builds_pkey: 'image_builds(build_id)',
 } as const;
 
 /** The constraints callers are expected to meet; compare with `StoreConflictError.constraint`. */

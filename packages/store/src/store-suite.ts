@@ -1,6 +1,6 @@
 /**
  * The Store contract as tests, written once and run against every implementation
- * (`sqlite.test.ts` today, PostgreSQL later): `storeSuite('postgres', () => openPostgresStore(...))`.
+ * (`sqlite.test.ts`, and `postgres.test.ts` against a real PostgreSQL it starts).
  * `open` must return a fresh, empty, migrated store each time.
  */
 import { describe, it, beforeEach, afterEach } from 'node:test';
@@ -198,6 +198,14 @@ export function storeSuite(name: string, open: () => Promise<Store>): void {
       assert.deepEqual(await store.config.get(a.org.id, a.app.id), { B: 's3', C: 's4' });
       await store.config.apply(a.org.id, a.app.id, {});
       await assert.rejects(store.config.apply(a.org.id, 'app_missing', { A: 'x' }), notFoundRef);
+    });
+
+    it('text sorts by bytes (case and punctuation count), the same in every dialect', async () => {
+      const a = await tenant(store, 'acme');
+      await store.config.apply(a.org.id, a.app.id, { a: '1', B: '2', AC: '3', A_B: '4' });
+      assert.deepEqual(Object.keys(await store.config.get(a.org.id, a.app.id)), ['AC', 'A_B', 'B', 'a']);
+      for (const name of ['b-x', 'bx', 'b-a', 'ba']) await store.apps.create({ id: newId('app'), organizationId: a.org.id, name, plan: 'free' });
+      assert.deepEqual((await store.apps.list(a.org.id)).map((x) => x.name), ['acme-app', 'b-a', 'b-x', 'ba', 'bx']);
     });
 
     it('formation: upsert creates with defaults and patches only the given fields', async () => {
@@ -456,6 +464,10 @@ export function storeSuite(name: string, open: () => Promise<Store>): void {
       };
       const d1 = await store.deployments.create({ ...base, id: newId('dep'), fromReleaseId: null, fromVersion: null, toReleaseId: r1.id, toVersion: r1.version, state: 'succeeded', phase: 'done' });
       const d2 = await store.deployments.create({ ...base, id: newId('dep'), fromReleaseId: r1.id, fromVersion: r1.version, toReleaseId: r2.id, toVersion: r2.version, state: 'in_progress', phase: 'starting', history: [{ at: 'x', message: 'created' }] });
+      await assert.rejects(
+        store.deployments.create({ ...base, id: d1.id, fromReleaseId: null, fromVersion: null, toReleaseId: r1.id, toVersion: r1.version, state: 'failed', phase: 'done' }),
+        conflict('deployments(id)'),
+      );
       assert.equal(d2.settings.strategy, 'rolling');
       assert.equal((await store.deployments.active(t.org.id, t.app.id))?.id, d2.id);
       assert.deepEqual((await store.deployments.listActive()).map((d) => d.id), [d2.id]);

@@ -106,7 +106,7 @@ export class SplitPlatform {
     return `--- server ---\n${this.server.output.slice(-3000)}\n--- node ---\n${this.node.output.slice(-3000)}`;
   }
 
-  static async start(opts: { isolation?: 'sandbox' | 'none' } = {}): Promise<SplitPlatform> {
+  static async start(opts: { isolation?: 'sandbox' | 'none'; env?: Record<string, string> } = {}): Promise<SplitPlatform> {
     // mkdtemp is 0700, like an operator's `mktemp -d`.
     const p = new SplitPlatform(await mkdtemp(join(tmpdir(), 'swg-split-server-')), await mkdtemp(join(tmpdir(), 'swg-split-node-')), opts.isolation ?? 'sandbox');
     p.apiPort = await freePort();
@@ -129,6 +129,7 @@ export class SplitPlatform {
       SHELLWEGO_BUILD_BRIDGE_CIDR: p.buildCidr,
       SHELLWEGO_RECONCILE_MS: '1000',
       SHELLWEGO_LOG_LEVEL: 'warn',
+      ...opts.env,
     });
     p.server = new Daemon('server', common, async () => (await fetch(`${p.apiUrl}/v1/health`)).ok);
     // The banner comes once the agent has started (adopting what runs) and the router listens.
@@ -206,6 +207,6 @@ export class SplitPlatform {
 }
 
 /** One split platform for the test file (see suiteFor in platform.ts). */
-export function splitSuite(opts: { isolation?: 'sandbox' | 'none' } = {}) {
+export function splitSuite(opts: { isolation?: 'sandbox' | 'none'; env?: Record<string, string> } = {}) {
   return suiteFor(() => SplitPlatform.start(opts));
 }

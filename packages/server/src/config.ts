@@ -63,6 +63,8 @@ export function configFromEnv(env: NodeJS.ProcessEnv, overrides: Partial<AllInOn
 export interface SplitConfig extends AllInOneConfig {
   /** NATS server URL(s), comma-separated (SHELLWEGO_NATS_URL / --nats). */
   natsUrls: string[];
+  /** server: PostgreSQL instead of the embedded SQLite (SHELLWEGO_DATABASE_URL / --database). */
+  databaseUrl: string | null;
   /** node: the control plane's blob directory (same machine until remote blob fetch exists). */
   blobsDir: string;
   /** node: its own state (node id, sandboxes, agent state), apart from the server's data dir. */
@@ -78,9 +80,14 @@ export function splitConfigFromEnv(env: NodeJS.ProcessEnv, overrides: Partial<Sp
   for (const u of natsUrls) {
     if (!/^(nats|tls):\/\/[^/\s]+$/.test(u)) throw new Error(`SHELLWEGO_NATS_URL / --nats must be nats://host:port (comma-separated for several), got '${u}'`);
   }
+  const databaseUrl = overrides.databaseUrl ?? (env.SHELLWEGO_DATABASE_URL || null);
+  if (databaseUrl !== null && !/^postgres(ql)?:\/\/\S+$/.test(databaseUrl)) {
+    throw new Error('SHELLWEGO_DATABASE_URL / --database must be a postgres://user:password@host:port/database URL');
+  }
   return {
     ...base,
     natsUrls,
+    databaseUrl,
     blobsDir: resolve(env.SHELLWEGO_BLOBS_DIR || `${base.dataDir}/blobs`),
     nodeDataDir: resolve(env.SHELLWEGO_NODE_DATA_DIR || '.shellwego-node'),
     buildBridgeName: env.SHELLWEGO_BUILD_BRIDGE || 'swgb0',

@@ -48,8 +48,9 @@ program
 const isolationHelp = "how apps (node) and builds (server) are isolated: 'sandbox' (default) or 'none' (development only)";
 program
   .command('server')
-  .description('run the control plane and builder (API, deployer, builds) on SQLite, talking to nodes over NATS')
+  .description('run the control plane and builder (API, deployer, builds) on SQLite or PostgreSQL, talking to nodes over NATS')
   .option('--nats <url>', 'NATS server URL(s), comma-separated (SHELLWEGO_NATS_URL; default nats://127.0.0.1:4222)')
+  .option('--database <url>', 'postgres://user:password@host:port/db instead of the embedded SQLite (SHELLWEGO_DATABASE_URL)')
   .option('--data-dir <dir>', 'database, master key, blobs, logs (SHELLWEGO_DATA_DIR; default .shellwego)')
   .option('--isolation <mode>', isolationHelp)
   .action((opts: SplitCommandOptions) => runSplit('server', opts));

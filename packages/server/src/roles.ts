@@ -9,7 +9,8 @@ import { cpus, hostname, totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Bus } from '@shellwego/bus';
-import { FileBlobStore, openSqliteStore } from '@shellwego/store';
+import { FileBlobStore, openPostgresStore, openSqliteStore } from '@shellwego/store';
+import type { Store } from '@shellwego/store';
 import { createControlPlane, SecretBox } from '@shellwego/control-plane';
 import { createRuntime, detectIsolation } from '@shellwego/sandbox';
 import type { IsolationMode } from '@shellwego/sandbox';
@@ -50,11 +51,16 @@ export function urlHost(bind: string): string {
  * front for nodes on this machine to read.
  */
 export async function startControlPlaneRole<X extends { bus: Bus }>(
-  config: AllInOneConfig, logger: Logger, connect: () => Promise<X>, opts: { shareBlobsDir?: boolean } = {},
+  config: AllInOneConfig, logger: Logger, connect: () => Promise<X>, opts: { shareBlobsDir?: boolean; databaseUrl?: string | null } = {},
 ) {
-  const dbFile = join(config.dataDir, 'shellwego.db');
-  const store = await openSqliteStore(dbFile);
-  await chmod(dbFile, 0o600); // SQLite creates -wal/-shm with the database file's mode
+  let store: Store;
+  if (opts.databaseUrl) {
+    store = await openPostgresStore(opts.databaseUrl);
+  } else {
+    const dbFile = join(config.dataDir, 'shellwego.db');
+    store = await openSqliteStore(dbFile);
+    await chmod(dbFile, 0o600); // SQLite creates -wal/-shm with the database file's mode
+  }
   const blobsDir = join(config.dataDir, 'blobs');
   const blobs = new FileBlobStore(blobsDir);
   if (opts.shareBlobsDir) await mkdir(blobsDir, { recursive: true, mode: 0o711 }); // nodes on this machine read artifacts here

@@ -64,7 +64,7 @@ export async function startServer(config: SplitConfig, logger: Logger = pino({ l
 
   const { store, blobs, blobsDir, bus, cp, bootstrap } = await startControlPlaneRole(config, logger, async () => ({
     bus: await connectBus(config, `shellwego-server-${hostname()}`, logger.child({ part: 'bus' })),
-  }), { shareBlobsDir: true });
+  }), { shareBlobsDir: true, databaseUrl: config.databaseUrl });
 
   // Builds get their own bridge: a node on the same machine owns the apps' bridge and its IPs.
   const runtime = await startRuntime(config.isolation, { name: config.buildBridgeName, cidr: config.buildBridgeCidr }, config.dataDir);
@@ -126,6 +126,7 @@ export async function startNode(config: SplitConfig, logger: Logger = pino({ lev
 
 export interface SplitCommandOptions {
   nats?: string;
+  database?: string;
   isolation?: 'sandbox' | 'none';
   dataDir?: string;
   blobsDir?: string;
@@ -139,6 +140,7 @@ export async function runSplit(role: 'server' | 'node', opts: SplitCommandOption
     config = splitConfigFromEnv({
       ...process.env,
       ...(opts.nats ? { SHELLWEGO_NATS_URL: opts.nats } : {}),
+      ...(opts.database ? { SHELLWEGO_DATABASE_URL: opts.database } : {}),
       ...(opts.blobsDir ? { SHELLWEGO_BLOBS_DIR: opts.blobsDir } : {}),
       ...(opts.dataDir ? { [role === 'server' ? 'SHELLWEGO_DATA_DIR' : 'SHELLWEGO_NODE_DATA_DIR']: opts.dataDir } : {}),
     }, {
@@ -157,7 +159,7 @@ export async function runSplit(role: 'server' | 'node', opts: SplitCommandOption
       const b = s.bootstrap;
       const login = adminLoginLines(b, config.dataDir);
       process.stdout.write(
-        `\nShellWeGo control plane is running (builds: ${config.isolation}, data: ${config.dataDir}, NATS: ${config.natsUrls.join(',')})\n` +
+        `\nShellWeGo control plane is running (builds: ${config.isolation}, data: ${config.dataDir}, database: ${config.databaseUrl ? `PostgreSQL ${new URL(config.databaseUrl).host}` : 'SQLite'}, NATS: ${config.natsUrls.join(',')})\n` +
         `  API:      ${s.apiUrl}   (OpenAPI: ${s.apiUrl}/v1/openapi.json)\n` +
         login +
         `  Nodes:    run \`shellwego-server node --nats ${config.natsUrls.join(',')} --blobs-dir ${s.blobsDir}\` on this machine\n` +

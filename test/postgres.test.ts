@@ -1,7 +1,9 @@
 /**
  * The control plane on PostgreSQL (split mode: `server --database postgres://…` and a node over
  * NATS). Deploys work as on SQLite; while PostgreSQL is down the API answers 503 with a clear
- * message and apps keep serving; when it is back the API recovers by itself.
+ * message and apps keep serving; when it is back the API recovers by itself. Two control planes
+ * on one database: one leads the controllers, either serves the API, and when the leader is
+ * killed the other takes over.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,6 +15,7 @@ import type { PostgresServer } from '../packages/store/src/testing/postgres-serv
 import { cliOk, waitFor } from './helpers/platform.ts';
 import { SplitPlatform } from './helpers/split.ts';
 import { appDir, knobApp } from './helpers/apps.ts';
+import { createClient } from '@shellwego/sdk';
 
 let pg: PostgresServer;
 let p: SplitPlatform;
@@ -61,6 +64,26 @@ describe('control plane on PostgreSQL', () => {
     await waitFor('the API works again', async () => (await fetch(`${p.apiUrl}/v1/apps`, { headers: { authorization: `Bearer ${token}` } })).status === 200, 60_000, 300);
     await ok(['config', 'set', 'VERSION=v2', '--app', 'pgapp']);
     await waitFor('v2 serves', async () => (await p.fetchViaRouter('pgapp')).body === 'v2', 90_000, 300);
+    const res = await load.stop();
+    assert.equal(res.failed, 0, res.errors.join('\n'));
+  });
+
+  test('two control planes on one database: either serves the API, one leads; kill the leader and the other takes over', async () => {
+    const second = await p.addServer();
+    const follower = createClient({ baseUrl: second.apiUrl, token });
+    const running = async () => (await follower.call('listInstances', { params: { app: 'pgapp' } })).filter((i) => i.state === 'running' && i.type === 'web').length;
+    const load = p.load('pgapp', { concurrency: 2 }).start();
+    // A write through the server that does not lead: the leader reconciles it.
+    await follower.call('scale', { params: { app: 'pgapp' }, body: { quantities: { web: 3 } } });
+    await waitFor('3 running, scaled through the follower', async () => (await running()) === 3, 60_000, 300);
+
+    await p.killServer(); // the leader (it started first) dies
+    await follower.call('scale', { params: { app: 'pgapp' }, body: { quantities: { web: 1 } } });
+    await waitFor('the second control plane leads and scales down', async () => {
+      const list = await follower.call('listInstances', { params: { app: 'pgapp' } });
+      return list.length === 1 && list[0].state === 'running';
+    }, 60_000, 300);
+    await load.succeeded(20);
     const res = await load.stop();
     assert.equal(res.failed, 0, res.errors.join('\n'));
   });

@@ -90,6 +90,9 @@ export class SplitPlatform {
   nats!: NatsServerProcess;
   server!: Daemon;
   node!: Daemon;
+  /** Servers added with addServer() (HA: same database, NATS and data dir, their own API port). */
+  readonly extraServers: Daemon[] = [];
+  private env: () => Record<string, string> = () => ({});
   readonly nodeBridge = randomBridge();
   readonly nodeCidr = randomCidr(100 + Math.floor(Math.random() * 75));
   readonly buildBridge = randomBridge();
@@ -131,6 +134,7 @@ export class SplitPlatform {
       SHELLWEGO_LOG_LEVEL: 'warn',
       ...opts.env,
     });
+    p.env = common;
     p.server = new Daemon('server', common, async () => (await fetch(`${p.apiUrl}/v1/health`)).ok);
     // The banner comes once the agent has started (adopting what runs) and the router listens.
     p.node = new Daemon('node', common, async (printed) => printed.includes('ShellWeGo node ') && (await get(p.routerPort, '/', 'nothing.localhost')) > 0);
@@ -159,6 +163,19 @@ export class SplitPlatform {
   }
 
   /** Crash of the control plane: kill -9 of the `server` (the node, its apps and router stay). */
+  /**
+   * Another control plane on the same PostgreSQL and NATS (and the same data dir: master key and
+   * blobs), serving the API on its own port; returns it and its API URL.
+   */
+  async addServer(): Promise<{ daemon: Daemon; apiUrl: string }> {
+    const port = await freePort();
+    const apiUrl = `http://127.0.0.1:${port}`;
+    const daemon = new Daemon('server', () => ({ ...this.env(), SHELLWEGO_API_PORT: String(port) }), async () => (await fetch(`${apiUrl}/v1/health`)).ok);
+    this.extraServers.push(daemon);
+    await daemon.start();
+    return { daemon, apiUrl };
+  }
+
   killServer(): Promise<void> {
     return this.server.kill9();
   }
@@ -194,6 +211,7 @@ export class SplitPlatform {
 
   /** Stops everything and removes what it left: sandboxes, bridges, data dirs. */
   async destroy(): Promise<void> {
+    for (const d of this.extraServers) await d.stop();
     await this.server?.stop();
     await this.node?.stop();
     await this.nats?.stop();

@@ -3,7 +3,7 @@
  * reports what actually runs. Shaped like Nomad's client (one runner per instance, re-attached
  * after a restart) around a Kubernetes-style level-triggered reconcile loop.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statfsSync } from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -45,7 +45,9 @@ export interface AgentOptions {
   /** SIGTERM → SIGKILL grace when stopping an instance. Default 10000. */
   stopGraceMs?: number;
   /** Advertised capacity. Default: all cpus and all memory of the host. */
-  capacity?: { cpus: number; memoryMb: number };
+  capacity?: { cpus: number; memoryMb: number; diskMb?: number };
+  /** Node labels for placement (e.g. zone=a), reported with every heartbeat. */
+  labels?: Record<string, string>;
   /** Full status report of every instance (and a reconcile pass). Default 10000. */
   statusIntervalMs?: number;
   /** A web process must accept TCP connections on $PORT within this. Default 60000. */
@@ -352,11 +354,23 @@ class NodeAgent implements Agent {
   // ---------- reporting ----------
 
   private heartbeat(): void {
-    const capacity = this.opts.capacity ?? { cpus: os.cpus().length, memoryMb: Math.floor(os.totalmem() / 1024 / 1024) };
+    const base = this.opts.capacity ?? { cpus: os.cpus().length, memoryMb: Math.floor(os.totalmem() / 1024 / 1024) };
+    const capacity = base.diskMb === undefined ? { ...base, ...this.diskMb() } : base;
     const live = [...this.runners.values()].filter((r) => r.phase !== 'stopped').length;
     this.publish(subjects.heartbeat, {
       nodeId: this.opts.nodeId, name: this.opts.name, isolation: this.opts.runtime.isolation, capacity, instances: live, at: new Date().toISOString(),
+      ...(this.opts.labels ? { labels: this.opts.labels } : {}),
     } satisfies HeartbeatMessage);
+  }
+
+  /** Disk the node offers: the size of the file system its data directory is on. */
+  private diskMb(): { diskMb?: number } {
+    try {
+      const s = statfsSync(this.opts.dataDir);
+      return { diskMb: Math.floor((s.blocks * s.bsize) / 1024 / 1024) };
+    } catch {
+      return {}; // not reported: the scheduler does not filter on disk yet
+    }
   }
 
   /** Level-triggered: the whole truth, so a restarted control plane (or a lost message) catches up. */

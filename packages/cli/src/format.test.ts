@@ -23,6 +23,7 @@ function inst(over: Partial<InstanceT>): InstanceT {
     startedAt: '2026-11-23T11:55:00.000Z',
     updatedAt: '2026-11-23T11:55:00.000Z',
     lastLog: [],
+    placement: null,
     ...over,
   };
 }

@@ -68,7 +68,7 @@ export function shortId(id: string): string {
 export const PS_LAST_LOG_LINES = 10;
 
 /** `ps` output: one row per instance; crashed ones (or those `lastLogOf` picks) get their last log lines indented below. */
-export function psLines(instances: InstanceT[], now: number, opts: { lastLogOf?: (i: InstanceT) => boolean } = {}): string[] {
+export function psLines(instances: InstanceT[], now: number, opts: { lastLogOf?: (i: InstanceT) => boolean; explain?: boolean } = {}): string[] {
   const withLog = opts.lastLogOf ?? ((i: InstanceT) => i.state === 'crashed');
   if (instances.length === 0) return [];
   const sorted = [...instances].sort((a, b) => a.type.localeCompare(b.type) || a.index - b.index || a.releaseVersion - b.releaseVersion);
@@ -86,6 +86,8 @@ export function psLines(instances: InstanceT[], now: number, opts: { lastLogOf?:
   const out = [head];
   sorted.forEach((inst, n) => {
     out.push(body[n]);
+    // --explain: the scheduler's last word on the instance (where and why, or why it is pending).
+    if (opts.explain) out.push(`    placement: ${inst.placement ?? (inst.nodeId ? `on ${inst.nodeId} (placed before decisions were recorded)` : 'not scheduled yet')}`);
     if (withLog(inst)) for (const l of inst.lastLog.slice(-PS_LAST_LOG_LINES)) out.push(`    ${l}`);
   });
   return out;

@@ -10,6 +10,7 @@ import { registerDeployments } from './commands/deployments.ts';
 import { registerDomains } from './commands/domains.ts';
 import { registerGit } from './commands/git.ts';
 import { registerProcesses } from './commands/processes.ts';
+import { registerNodes } from './commands/nodes.ts';
 import { registerReleases } from './commands/releases.ts';
 import { registerRun } from './commands/run.ts';
 import { registerWebhooks } from './commands/webhooks.ts';
@@ -49,6 +50,7 @@ export function buildProgram(ctx: Ctx): Command {
   registerReleases(program, ctx);
   registerRun(program, ctx);
   registerAccount(program, ctx);
+  registerNodes(program, ctx);
   registerWebhooks(program, ctx);
   return program;
 }

@@ -6,6 +6,7 @@ import type { SecretBox } from './secrets.ts';
 import type { EventRecorder } from './events.ts';
 import type { LogStore } from './logs.ts';
 import type { Deployer } from './controllers/deployer.ts';
+import type { SchedulingSettings } from './controllers/scheduler.ts';
 import type { BuildLogs } from './build-logs.ts';
 import type { BuildController } from './controllers/builds.ts';
 import type { CertificateManager, TlsSettings } from './domains/manager.ts';
@@ -23,6 +24,8 @@ export interface ControlPlaneSettings {
   tls?: TlsSettings;
   /** Webhook fetches may reach private/loopback addresses (SHELLWEGO_FETCH_ALLOW_PRIVATE=1). */
   fetchAllowPrivate?: boolean;
+  /** Placement policy and CPU overcommit (SHELLWEGO_SCHEDULING_POLICY, SHELLWEGO_CPU_OVERCOMMIT); absent = spread, 4. */
+  scheduling?: SchedulingSettings;
 }
 
 /** Everything a handler or controller needs, built once by the composition root. */

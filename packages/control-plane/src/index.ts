@@ -4,7 +4,8 @@ import type { FastifyInstance } from 'fastify';
 import { subjects } from '@shellwego/core';
 import type { AppLogMessage, BlobStore } from '@shellwego/core';
 import type { Bus, Subscription } from '@shellwego/bus';
-import type { Store } from '@shellwego/store';
+import { SoleLeader } from '@shellwego/store';
+import type { LeaderElection, Store } from '@shellwego/store';
 import { buildHttpServer } from './http.ts';
 import type { Handlers } from './http.ts';
 import type { ControlPlaneContext, ControlPlaneSettings } from './context.ts';
@@ -25,6 +26,7 @@ import { webhookHandlers } from './api/webhooks.ts';
 import { deploymentHandlers } from './api/deployments.ts';
 import { runToCompletion } from './oneoff.ts';
 import { imageHandlers } from './api/images.ts';
+import { nodeHandlers } from './api/nodes.ts';
 
 export { SecretBox } from './secrets.ts';
 export { startOneOff, runToCompletion } from './oneoff.ts';
@@ -34,7 +36,7 @@ export type { TlsMode, TlsSettings } from './domains/manager.ts';
 export type { BootstrapResult } from './auth.ts';
 export { hashPassword, verifyPassword } from './passwords.ts';
 
-export const handlers: Handlers = { ...identityHandlers, ...appHandlers, ...streamHandlers, ...webhookHandlers, ...deploymentHandlers, ...imageHandlers, ...domainHandlers };
+export const handlers: Handlers = { ...identityHandlers, ...appHandlers, ...streamHandlers, ...webhookHandlers, ...deploymentHandlers, ...imageHandlers, ...domainHandlers, ...nodeHandlers };
 
 export interface ControlPlaneOptions {
   store: Store;
@@ -45,6 +47,11 @@ export interface ControlPlaneOptions {
   settings: ControlPlaneSettings;
   /** Reconcile loop period; tests shorten it. */
   reconcileIntervalMs?: number;
+  /**
+   * Which of several control planes on one database runs the controllers (ADR 0012); every one
+   * serves the API. Default: this one alone (embedded store).
+   */
+  leader?: LeaderElection;
 }
 
 export interface ControlPlane {
@@ -72,9 +79,28 @@ export async function createControlPlane(opts: ControlPlaneOptions): Promise<Con
   // The Procfile `release:` command runs as a one-off process of the new release before traffic moves.
   deployer.deployments.setReleasePhaseRunner((req, onLine) => runToCompletion(context, req, (line) => onLine(line)));
   const subs: Subscription[] = [bus.subscribe<AppLogMessage>(subjects.allAppLogs, (m) => logs.append(m.appId, m.lines))];
-  deployer.start();
-  await builds.start();
-  await certificates.start();
+  builds.listen();
+  // Controllers run while this control plane leads; leadership can come and go (failover).
+  const leader = opts.leader ?? new SoleLeader();
+  let transition: Promise<void> = Promise.resolve();
+  const lead = async (leading: boolean) => {
+    if (leading) {
+      logger.info('leading: running the controllers (deployer, builds, certificates)');
+      deployer.start();
+      await builds.start();
+      await certificates.start();
+      await deployer.reconcileAll();
+    } else {
+      logger.warn('no longer leading: controllers stopped, the API keeps serving');
+      builds.stop();
+      await certificates.stop();
+      await deployer.stop();
+    }
+  };
+  leader.start((leading) => {
+    transition = transition.then(() => lead(leading)).catch((err) => logger.error({ err, leading }, 'changing leadership failed'));
+  });
+  await transition;
   const http = await buildHttpServer(context, handlers);
 
   return {
@@ -88,7 +114,9 @@ export async function createControlPlane(opts: ControlPlaneOptions): Promise<Con
     },
     async close() {
       for (const s of subs) s.unsubscribe();
-      builds.stop();
+      await leader.close();
+      await transition;
+      builds.close();
       await certificates.stop();
       await deployer.stop();
       await http.close();

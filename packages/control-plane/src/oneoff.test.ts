@@ -51,7 +51,7 @@ test('output is split into lines, across chunks, with a trailing partial line at
 
 test('only ready nodes with a recent heartbeat are picked', () => {
   const now = Date.parse('2026-01-01T00:01:00Z');
-  const node = (id: string, state: NodeRow['state'], seen: string | null): NodeRow => ({ id, name: id, state, isolation: 'sandbox', cpus: 1, memoryMb: 1024, lastHeartbeatAt: seen, createdAt: seen ?? '' });
+  const node = (id: string, state: NodeRow['state'], seen: string | null): NodeRow => ({ id, name: id, state, isolation: 'sandbox', cpus: 1, memoryMb: 1024, lastHeartbeatAt: seen, createdAt: seen ?? '', diskMb: null, agentLabels: {}, labels: {}, taints: [], operatorState: null });
   assert.equal(pickNode([node('a', 'down', '2026-01-01T00:00:59Z'), node('b', 'ready', '2026-01-01T00:00:00Z')], now), null);
   assert.equal(pickNode([node('a', 'ready', '2026-01-01T00:00:59Z'), node('b', 'ready', null)], now)?.id, 'a');
 });

@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import { APP_NAME_RE, APP_NAME_RULE, ENV_KEY_RE, ENV_KEY_RULE, PROCESS_TYPE_RE } from './names.ts';
-import { BUILD_STATES, DEPLOY_STRATEGIES, DEPLOYMENT_STATES, INSTANCE_STATES, NODE_STATES, ROLES, SCOPES, STACKS } from './domain.ts';
+import { BUILD_STATES, DEPLOY_STRATEGIES, DEPLOYMENT_STATES, INSTANCE_STATES, NODE_STATES, ROLES, SCOPES, STACKS, TAINT_EFFECTS } from './domain.ts';
 import type { Role, Scope } from './domain.ts';
 import { hostnameProblem } from './hostnames.ts';
 
@@ -153,6 +153,8 @@ export const Instance = z.object({
   startedAt: Timestamp.nullable(),
   updatedAt: Timestamp,
   lastLog: z.array(z.string()),
+  /** Why the scheduler put the instance where it is, or why it is pending (`ps --explain`). */
+  placement: z.string().nullable(),
 });
 
 export const LogLine = z.object({
@@ -178,10 +180,27 @@ export const NodeInfo = z.object({
   name: z.string(),
   state: z.enum(NODE_STATES),
   isolation: z.string(),
-  capacity: z.object({ cpus: z.number(), memoryMb: z.number() }),
+  capacity: z.object({ cpus: z.number(), memoryMb: z.number(), diskMb: z.number().nullable() }),
+  /** Promised to the instances placed on the node (their plans' limits). */
+  allocated: z.object({ cpus: z.number(), memoryMb: z.number() }),
+  /** Effective labels: the agent's, overridden by the operator's. */
+  labels: z.record(z.string(), z.string()),
+  operatorLabels: z.record(z.string(), z.string()),
+  taints: z.array(z.string()),
   instances: z.number().int(),
   lastHeartbeatAt: Timestamp.nullable(),
 });
+
+// ---------- node scheduling ----------
+const LabelKey = z.string().regex(/^[a-z0-9]([a-z0-9._/-]{0,61}[a-z0-9])?$/, 'a label key is 1-63 lowercase letters, digits, . _ / - (starting and ending with a letter or digit)');
+const LabelValue = z.string().regex(/^[A-Za-z0-9._-]{0,63}$/, 'a label value is up to 63 letters, digits, . _ -');
+export const TaintSpec = z.strictObject({ key: LabelKey, value: LabelValue, effect: z.enum(TAINT_EFFECTS) });
+export const TolerationSpec = z.strictObject({ key: LabelKey, value: LabelValue.optional().describe('absent: any value'), effect: z.enum(TAINT_EFFECTS) });
+export const Placement = z.strictObject({
+  requiredLabels: z.record(LabelKey, LabelValue).default({}).describe('labels a node must have to run the app'),
+  tolerations: z.array(TolerationSpec).max(50).default([]).describe('node taints the app accepts'),
+});
+const NodeParams = z.strictObject({ node: z.string().min(1).describe('node id or name') });
 
 export const PlanInfo = z.object({ name: z.string(), memoryMb: z.number(), cpus: z.number(), pids: z.number() });
 
@@ -552,6 +571,41 @@ export const routes = {
     method: 'GET', path: '/v1/nodes', summary: 'Nodes of the platform (operators)', auth: 'token', scope: 'platform:admin', role: 'viewer',
     response: z.array(NodeInfo),
   }),
+  // ---------- node scheduling ----------
+  getNode: route({
+    method: 'GET', path: '/v1/nodes/:node', summary: 'One node: state, capacity, labels, taints, allocation', auth: 'token', scope: 'platform:admin', role: 'viewer',
+    params: NodeParams, response: NodeInfo,
+  }),
+  setNodeState: route({
+    method: 'POST', path: '/v1/nodes/:node/state', summary: 'Cordon (no new instances), drain (move instances away) or uncordon (ready) a node', auth: 'token', scope: 'platform:admin', role: 'viewer',
+    params: NodeParams, body: strict({ state: z.enum(['ready', 'cordoned', 'draining']) }), response: NodeInfo,
+  }),
+  setNodeLabels: route({
+    method: 'PATCH', path: '/v1/nodes/:node/labels', summary: "Set (string) or remove (null) operator labels of a node", auth: 'token', scope: 'platform:admin', role: 'viewer',
+    params: NodeParams,
+    body: strict({ labels: z.record(LabelKey, LabelValue.nullable()).refine((l) => Object.keys(l).length > 0, 'give at least one label') }),
+    response: NodeInfo,
+  }),
+  setNodeTaints: route({
+    method: 'PATCH', path: '/v1/nodes/:node/taints', summary: 'Add taints and/or remove taints (by key) of a node', auth: 'token', scope: 'platform:admin', role: 'viewer',
+    params: NodeParams,
+    body: strict({ add: z.array(TaintSpec).max(50).default([]), remove: z.array(LabelKey).max(50).default([]) })
+      .refine((b) => b.add.length + b.remove.length > 0, 'give a taint to add or a key to remove'),
+    response: NodeInfo,
+  }),
+  deleteNode: route({
+    method: 'DELETE', path: '/v1/nodes/:node', summary: 'Forget a node (refused while instances are assigned to it: drain it first)', auth: 'token', scope: 'platform:admin', role: 'viewer',
+    params: NodeParams, response: z.object({ deleted: z.boolean() }),
+  }),
+  getPlacement: route({
+    method: 'GET', path: '/v1/apps/:app/placement', summary: "Where the app's instances may run: required node labels, tolerated taints", auth: 'token', scope: 'apps:read', role: 'viewer',
+    params: AppParams, response: Placement,
+  }),
+  setPlacement: route({
+    method: 'PUT', path: '/v1/apps/:app/placement', summary: "Replace the app's placement constraints (applies to instances placed from now on)", auth: 'token', scope: 'apps:deploy', role: 'developer',
+    params: AppParams, body: Placement, response: Placement,
+  }),
+  // ---------- end node scheduling ----------
 } as const satisfies Record<string, RouteDef>;
 
 export type Routes = typeof routes;
@@ -578,6 +632,7 @@ export type MemberT = z.output<typeof Member>;
 export type OrganizationT = z.output<typeof Organization>;
 export type UserT = z.output<typeof User>;
 export type NodeInfoT = z.output<typeof NodeInfo>;
+export type PlacementT = z.output<typeof Placement>;
 export type WebhookT = z.output<typeof Webhook>;
 export type HealthCheckT = z.output<typeof HealthCheck>;
 export type DeploymentT = z.output<typeof Deployment>;

@@ -64,12 +64,42 @@ export const deploymentMachine = new StateMachine<DeploymentState>('deployment',
 });
 export const ACTIVE_DEPLOYMENT_STATES: readonly DeploymentState[] = ['pending', 'in_progress', 'rolling_back'];
 
-export const NODE_STATES = ['ready', 'down'] as const;
+/**
+ * A node's state as operators see it. `down` comes from missed heartbeats (liveness); `cordoned`
+ * (no new instances) and `draining` (no new instances, and its instances move away) are operator
+ * states stored apart from liveness, so a heartbeat never undoes them and a cordoned node that
+ * goes down and comes back is still cordoned. Only `ready` nodes accept new instances.
+ */
+export const NODE_STATES = ['ready', 'cordoned', 'draining', 'down'] as const;
 export type NodeState = (typeof NODE_STATES)[number];
 export const nodeMachine = new StateMachine<NodeState>('node', {
-  ready: ['down'],
+  ready: ['cordoned', 'draining', 'down'],
+  cordoned: ['ready', 'draining', 'down'],
+  draining: ['ready', 'cordoned', 'down'],
   down: ['ready'],
 });
+/** What an operator set: null = schedulable. */
+export type NodeOperatorState = 'cordoned' | 'draining' | null;
+/** The state shown for a node: liveness first (a dead node is down whatever the operator said). */
+export function nodeState(liveness: NodeState, operatorState: NodeOperatorState): NodeState {
+  return liveness === 'down' ? 'down' : operatorState ?? 'ready';
+}
+
+export const TAINT_EFFECTS = ['NoSchedule', 'NoExecute'] as const;
+export type TaintEffect = (typeof TAINT_EFFECTS)[number];
+/** `key=value:Effect`. NoSchedule keeps new instances off; NoExecute also moves existing ones away. */
+export interface NodeTaint { key: string; value: string; effect: TaintEffect }
+/** An app tolerates a taint with the same key and effect, and the same value (or any value when omitted). */
+export interface Toleration { key: string; value?: string; effect: TaintEffect }
+/** Where an app's instances may run: labels every node must have, taints it tolerates. */
+export interface AppPlacement { requiredLabels: Record<string, string>; tolerations: Toleration[] }
+export const taintString = (t: NodeTaint): string => `${t.key}=${t.value}:${t.effect}`;
+export const tolerates = (tolerations: readonly Toleration[], t: NodeTaint): boolean =>
+  tolerations.some((x) => x.key === t.key && x.effect === t.effect && (x.value === undefined || x.value === t.value));
+
+/** Placement policy for replicas of different apps: spread load evenly, or pack nodes tight. */
+export const SCHEDULING_POLICIES = ['spread', 'pack'] as const;
+export type SchedulingPolicy = (typeof SCHEDULING_POLICIES)[number];
 
 export const STACKS = ['node', 'python', 'static', 'procfile', 'image'] as const;
 export type Stack = (typeof STACKS)[number];

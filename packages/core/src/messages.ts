@@ -33,6 +33,8 @@ export const subjects = {
   certificatesRequest: 'router.certificates.request',
   /** Control plane → routers: pending ACME HTTP-01 tokens and their key authorizations, whole. */
   acmeChallenges: 'router.acme.challenges',
+  /** A control plane that does not lead → the leader: reconcile this app (or everything: appId null) now. */
+  reconcileRequest: 'controlplane.reconcile',
   /** Control plane → subscribers (SSE): state changes, one subject per organization. */
   events: (orgId: string) => `events.${orgId}`,
   // ---------- one-off processes ----------
@@ -97,7 +99,10 @@ export interface HeartbeatMessage {
   nodeId: string;
   name: string;
   isolation: string;
-  capacity: { cpus: number; memoryMb: number };
+  /** diskMb: what the agent's config offers (absent = not reported). */
+  capacity: { cpus: number; memoryMb: number; diskMb?: number };
+  /** Labels from the agent's config (e.g. zone=a); an operator's labels on the node win over them. */
+  labels?: Record<string, string>;
   instances: number;
   at: string;
 }
@@ -246,4 +251,10 @@ export interface BlobStore {
   /** Local path of a blob, fetching it first when the store is remote. */
   pathOf(digest: string): Promise<string>;
   has(digest: string): Promise<boolean>;
+}
+
+/** Follower → leader: a write through this control plane's API needs a reconcile pass. */
+export interface ReconcileRequestMessage {
+  organizationId: string | null;
+  appId: string | null;
 }

@@ -24,6 +24,10 @@ export interface AllInOneConfig {
   tls: TlsConfig;
   /** Webhook fetches may reach private/loopback addresses (internal git servers, tests). */
   fetchAllowPrivate: boolean;
+  /** Placement: SHELLWEGO_SCHEDULING_POLICY (spread|pack, default spread), SHELLWEGO_CPU_OVERCOMMIT (default 4). */
+  scheduling: { policy: 'spread' | 'pack'; cpuOvercommit: number };
+  /** This node's labels for placement, SHELLWEGO_NODE_LABELS=zone=a,disk=ssd. */
+  nodeLabels: Record<string, string>;
 }
 
 function port(name: string, value: string | undefined, fallback: number): number {
@@ -31,6 +35,24 @@ function port(name: string, value: string | undefined, fallback: number): number
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`${name} must be a port number (0-65535), got '${value}'`);
   return n;
+}
+
+function schedulingFromEnv(env: NodeJS.ProcessEnv): AllInOneConfig['scheduling'] {
+  const policy = env.SHELLWEGO_SCHEDULING_POLICY || 'spread';
+  if (policy !== 'spread' && policy !== 'pack') throw new Error(`SHELLWEGO_SCHEDULING_POLICY must be 'spread' or 'pack', got '${policy}'`);
+  const cpuOvercommit = Number(env.SHELLWEGO_CPU_OVERCOMMIT || 4);
+  if (!Number.isFinite(cpuOvercommit) || cpuOvercommit < 1 || cpuOvercommit > 64) throw new Error(`SHELLWEGO_CPU_OVERCOMMIT must be a number from 1 to 64, got '${env.SHELLWEGO_CPU_OVERCOMMIT}'`);
+  return { policy, cpuOvercommit };
+}
+
+function labelsFromEnv(value: string | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const pair of (value ?? '').split(',').map((p) => p.trim()).filter(Boolean)) {
+    const m = /^([a-z0-9][a-z0-9._/-]*)=([A-Za-z0-9._-]*)$/.exec(pair);
+    if (!m) throw new Error(`SHELLWEGO_NODE_LABELS must be key=value pairs separated by commas (e.g. zone=a,disk=ssd), got '${pair}'`);
+    out[m[1]] = m[2];
+  }
+  return out;
 }
 
 export function configFromEnv(env: NodeJS.ProcessEnv, overrides: Partial<AllInOneConfig> = {}): AllInOneConfig {
@@ -52,6 +74,8 @@ export function configFromEnv(env: NodeJS.ProcessEnv, overrides: Partial<AllInOn
     reconcileIntervalMs: Number(env.SHELLWEGO_RECONCILE_MS || 5000),
     tls: tlsConfigFromEnv(env),
     fetchAllowPrivate: env.SHELLWEGO_FETCH_ALLOW_PRIVATE === '1',
+    scheduling: schedulingFromEnv(env),
+    nodeLabels: labelsFromEnv(env.SHELLWEGO_NODE_LABELS),
     ...overrides,
     isolation,
   };

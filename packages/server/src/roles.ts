@@ -9,7 +9,7 @@ import { cpus, hostname, totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Bus } from '@shellwego/bus';
-import { FileBlobStore, openPostgresStore, openSqliteStore } from '@shellwego/store';
+import { FileBlobStore, PostgresLeaderElection, openPostgresStore, openSqliteStore } from '@shellwego/store';
 import type { Store } from '@shellwego/store';
 import { createControlPlane, SecretBox } from '@shellwego/control-plane';
 import { createRuntime, detectIsolation } from '@shellwego/sandbox';
@@ -70,8 +70,10 @@ export async function startControlPlaneRole<X extends { bus: Bus }>(
 
   const cp = await createControlPlane({
     store, bus: connected.bus, blobs, secrets, logger: logger.child({ part: 'control-plane' }),
-    settings: { baseDomain: config.baseDomain, routerPort: config.routerPort, routerScheme: 'http', dataDir: config.dataDir, maxUploadBytes: config.maxUploadBytes, version: VERSION, tls: await tlsSettings(config.tls, config.tls.httpsPort), fetchAllowPrivate: config.fetchAllowPrivate },
+    settings: { baseDomain: config.baseDomain, routerPort: config.routerPort, routerScheme: 'http', dataDir: config.dataDir, maxUploadBytes: config.maxUploadBytes, version: VERSION, tls: await tlsSettings(config.tls, config.tls.httpsPort), fetchAllowPrivate: config.fetchAllowPrivate, scheduling: config.scheduling },
     reconcileIntervalMs: config.reconcileIntervalMs,
+    // Several servers may share one PostgreSQL: one leads the controllers (ADR 0012).
+    ...(opts.databaseUrl ? { leader: new PostgresLeaderElection(opts.databaseUrl) } : {}),
   });
   const bootstrap = await cp.bootstrap({ email: config.adminEmail, password: config.adminPassword });
   return { ...connected, store, blobs, blobsDir, secrets, cp, bootstrap };
@@ -111,7 +113,7 @@ export async function startNodeRole<X extends object = Record<never, never>>(
   const extra = beforeAgent?.({ runtime, router });
   const agent = createAgent({
     nodeId, name: hostname(), bus, blobs, runtime, dataDir: join(dataDir, 'agent'), logger: logger.child({ part: 'agent' }),
-    capacity: { cpus: cpus().length, memoryMb: Math.floor(totalmem() / 1024 / 1024) },
+    capacity: { cpus: cpus().length, memoryMb: Math.floor(totalmem() / 1024 / 1024) }, labels: config.nodeLabels,
   });
   await agent.start();
   return { ...(extra as X), runtime, router, agent };

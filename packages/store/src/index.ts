@@ -8,3 +8,5 @@ export type { PostgresStoreOptions } from './postgres.ts';
 export { FileBlobStore, assertDigest } from './blobs.ts';
 export { StoreConflictError, StoreReferenceError, StoreMisuseError, StoreUnavailableError, isConflict, translateError } from './errors.ts';
 export { runMigrations, appliedMigrations, migrations } from './migrations/index.ts';
+export { SoleLeader, PostgresLeaderElection } from './leader.ts';
+export type { LeaderElection } from './leader.ts';

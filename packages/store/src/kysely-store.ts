@@ -6,7 +6,7 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Kysely, Selectable, Updateable } from 'kysely';
-import type { Role, BuildState, HealthCheckT, InstanceState, NodeState, Stack } from '@shellwego/core';
+import type { Role, BuildState, HealthCheckT, InstanceState, NodeOperatorState, NodeState, NodeTaint, Stack } from '@shellwego/core';
 import type {
   AppRow, AppsRepo, BuildRow, BuildsRepo, ConfigRepo, EventRow, EventsRepo, FormationRepo, FormationRow, InstanceRow,
   InstancesRepo, MembershipRow, MembershipsRepo, NodeRow, NodesRepo, OrganizationRow, OrganizationsRepo, ReleaseRow,
@@ -25,6 +25,8 @@ import { ImageBuilds } from './repos/image-builds.ts';
 import type { ImageBuildsRepo } from './types.ts';
 import { Deployments } from './repos/deployments.ts';
 import { Certificates, Domains } from './repos/domains.ts';
+import { Placements } from './repos/placements.ts';
+import type { NodeHeartbeatRow, PlacementsRepo } from './types.ts';
 
 type Db = Kysely<Database>;
 export type Dialect = Store['dialect'];
@@ -60,6 +62,7 @@ export class KyselyStore implements Store {
   readonly instances: InstancesRepo;
   readonly events: EventsRepo;
   readonly nodes: NodesRepo;
+  readonly placements: PlacementsRepo;
   readonly organizationKeys: OrganizationKeysRepo;
   readonly domains: DomainsRepo;
   readonly certificates: CertificatesRepo;
@@ -97,6 +100,7 @@ export class KyselyStore implements Store {
     this.instances = translated(new Instances(ctx));
     this.events = translated(new Events(ctx));
     this.nodes = translated(new Nodes(ctx));
+    this.placements = translated(new Placements(ctx));
     this.organizationKeys = translated(new OrganizationKeys(ctx));
     this.domains = translated(new Domains(ctx));
     this.certificates = translated(new Certificates(ctx));
@@ -229,7 +233,7 @@ const toInstance = (r: Selectable<InstancesTable>): InstanceRow => ({
   processType: r.process_type, index: r.process_index, nodeId: r.node_id, desired: r.desired as InstanceRow['desired'],
   state: r.state as InstanceState, exitCode: r.exit_code, signal: r.signal, oomKilled: bool(r.oom_killed), restarts: r.restarts,
   address: r.address, startedAt: r.started_at, restartGeneration: r.restart_generation, lastLog: JSON.parse(r.last_log) as string[],
-  createdAt: r.created_at, updatedAt: r.updated_at, stopAfter: r.stop_after,
+  createdAt: r.created_at, updatedAt: r.updated_at, stopAfter: r.stop_after, placement: r.placement ?? null,
 });
 const toEvent = (r: Selectable<EventsTable>): EventRow => ({
   id: r.id, organizationId: r.organization_id, appId: r.app_id, type: r.type, message: r.message,
@@ -238,6 +242,8 @@ const toEvent = (r: Selectable<EventsTable>): EventRow => ({
 const toNode = (r: Selectable<NodesTable>): NodeRow => ({
   id: r.id, name: r.name, state: r.state as NodeState, isolation: r.isolation, cpus: Number(r.cpus), memoryMb: r.memory_mb,
   lastHeartbeatAt: r.last_heartbeat_at, createdAt: r.created_at,
+  diskMb: r.disk_mb === null ? null : Number(r.disk_mb), agentLabels: JSON.parse(r.agent_labels) as Record<string, string>,
+  labels: JSON.parse(r.labels) as Record<string, string>, taints: JSON.parse(r.taints) as NodeTaint[], operatorState: (r.operator_state ?? null) as NodeOperatorState,
 });
 
 const toOrgKey = (r: Selectable<OrganizationKeysTable>): OrganizationKeyRow => ({
@@ -458,7 +464,7 @@ class Apps implements AppsRepo {
       const app = await db.selectFrom('apps').select('id').where('id', '=', id).where('organization_id', '=', organizationId).executeTakeFirst();
       if (!app) return false;
       // Children first, in foreign-key order (instances → releases → builds).
-      for (const table of ['webhook_deliveries', 'webhooks', 'deployments', 'deploy_settings', 'instances', 'releases', 'image_builds', 'builds', 'config_vars', 'formations', 'events'] as const) {
+      for (const table of ['webhook_deliveries', 'webhooks', 'deployments', 'deploy_settings', 'app_placements', 'instances', 'releases', 'image_builds', 'builds', 'config_vars', 'formations', 'events'] as const) {
         await db.deleteFrom(table).where('app_id', '=', id).where('organization_id', '=', organizationId).execute();
       }
       await db.deleteFrom('apps').where('id', '=', id).where('organization_id', '=', organizationId).execute();
@@ -643,12 +649,13 @@ const instanceColumns: ColumnSpec<InstanceRow, InstancesTable> = {
   nodeId: ['node_id'], desired: ['desired'], state: ['state'], exitCode: ['exit_code'], signal: ['signal'],
   oomKilled: ['oom_killed', (v) => int(v as boolean)], restarts: ['restarts'], address: ['address'], startedAt: ['started_at'],
   restartGeneration: ['restart_generation'], lastLog: ['last_log', (v) => JSON.stringify(v)], updatedAt: ['updated_at'], stopAfter: ['stop_after'],
+  placement: ['placement'],
 };
 
 class Instances implements InstancesRepo {
   constructor(private readonly c: Ctx) {}
 
-  async create(row: Omit<InstanceRow, 'createdAt' | 'updatedAt' | 'stopAfter'>): Promise<InstanceRow> {
+  async create(row: Omit<InstanceRow, 'createdAt' | 'updatedAt' | 'stopAfter' | 'placement'> & { placement?: string | null }): Promise<InstanceRow> {
     const at = now();
     const r = await this.c.q().insertInto('instances')
       .values({
@@ -656,7 +663,7 @@ class Instances implements InstancesRepo {
         process_type: row.processType, process_index: row.index, node_id: row.nodeId, desired: row.desired, state: row.state,
         exit_code: row.exitCode, signal: row.signal, oom_killed: int(row.oomKilled), restarts: row.restarts, address: row.address,
         started_at: row.startedAt, restart_generation: row.restartGeneration, last_log: JSON.stringify(row.lastLog),
-        created_at: at, updated_at: at,
+        created_at: at, updated_at: at, placement: row.placement ?? null,
       })
       .returningAll().executeTakeFirstOrThrow();
     return toInstance(r);
@@ -729,15 +736,18 @@ class Events implements EventsRepo {
 class Nodes implements NodesRepo {
   constructor(private readonly c: Ctx) {}
 
-  async upsert(row: Omit<NodeRow, 'createdAt'>): Promise<NodeRow> {
+  async upsert(row: NodeHeartbeatRow): Promise<NodeRow> {
     const r = await this.c.q().insertInto('nodes')
       .values({
         id: row.id, name: row.name, state: row.state, isolation: row.isolation, cpus: row.cpus, memory_mb: row.memoryMb,
         last_heartbeat_at: row.lastHeartbeatAt, created_at: now(),
+        disk_mb: row.diskMb ?? null, agent_labels: JSON.stringify(row.agentLabels ?? {}), labels: '{}', taints: '[]', operator_state: null,
       })
       .onConflict((oc) => oc.column('id').doUpdateSet((eb) => ({
         name: eb.ref('excluded.name'), state: eb.ref('excluded.state'), isolation: eb.ref('excluded.isolation'),
         cpus: eb.ref('excluded.cpus'), memory_mb: eb.ref('excluded.memory_mb'), last_heartbeat_at: eb.ref('excluded.last_heartbeat_at'),
+        // The agent's own facts only: operator labels, taints and state survive heartbeats.
+        disk_mb: eb.ref('excluded.disk_mb'), agent_labels: eb.ref('excluded.agent_labels'),
       })))
       .returningAll().executeTakeFirstOrThrow();
     return toNode(r);
@@ -755,6 +765,21 @@ class Nodes implements NodesRepo {
 
   async setState(id: string, state: NodeState): Promise<void> {
     await this.c.q().updateTable('nodes').set({ state }).where('id', '=', id).execute();
+  }
+
+  async updateSpec(id: string, patch: Partial<Pick<NodeRow, 'labels' | 'taints' | 'operatorState'>>): Promise<NodeRow | undefined> {
+    const set: Updateable<NodesTable> = {};
+    if (patch.labels !== undefined) set.labels = JSON.stringify(patch.labels);
+    if (patch.taints !== undefined) set.taints = JSON.stringify(patch.taints);
+    if (patch.operatorState !== undefined) set.operator_state = patch.operatorState;
+    if (Object.keys(set).length === 0) return this.byId(id);
+    const r = await this.c.q().updateTable('nodes').set(set).where('id', '=', id).returningAll().executeTakeFirst();
+    return r && toNode(r);
+  }
+
+  async delete(id: string): Promise<boolean> {
+    const r = await this.c.q().deleteFrom('nodes').where('id', '=', id).executeTakeFirst();
+    return Number(r.numDeletedRows) > 0;
   }
 }
 

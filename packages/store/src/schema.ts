@@ -135,6 +135,8 @@ export interface InstancesTable {
   updated_at: string;
   /** Set while the instance drains out of the router; it is stopped at this time (migration 0004). */
   stop_after: string | null;
+  /** The scheduler's last decision for the instance, explained (migration 0007). */
+  placement: string | null;
 }
 
 export interface EventsTable {
@@ -157,6 +159,24 @@ export interface NodesTable {
   memory_mb: number;
   last_heartbeat_at: string | null;
   created_at: string;
+  // migration 0007: scheduling
+  disk_mb: number | null;
+  /** JSON objects / array (see the migration). */
+  agent_labels: string;
+  labels: string;
+  taints: string;
+  operator_state: string | null;
+}
+
+/** Per-app placement constraints (migration 0007). */
+export interface AppPlacementsTable {
+  app_id: string;
+  organization_id: string;
+  /** JSON object */
+  required_labels: string;
+  /** JSON array */
+  tolerations: string;
+  updated_at: string;
 }
 
 /** A wrapped per-organization data key (migration 0002). */
@@ -291,6 +311,7 @@ export interface Database {
   instances: InstancesTable;
   events: EventsTable;
   nodes: NodesTable;
+  app_placements: AppPlacementsTable;
   organization_keys: OrganizationKeysTable;
   domains: DomainsTable;
   certificates: CertificatesTable;
@@ -326,6 +347,7 @@ export const UNIQUE_CONSTRAINTS = {
   instances_pkey: 'instances(id)',
   events_pkey: 'events(id)',
   nodes_pkey: 'nodes(id)',
+  app_placements_pkey: 'app_placements(app_id)',
   organization_keys_pkey: 'organization_keys(organization_id)',
   domains_pkey: 'domains(id)',
   domains_hostname_key: 'domains(hostname)',

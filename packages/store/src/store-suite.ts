@@ -28,7 +28,7 @@ function release(t: Tenant, buildId: string, extra: Partial<ReleaseRow> = {}) {
   };
 }
 
-function instance(t: Tenant, rel: ReleaseRow, extra: Partial<Omit<InstanceRow, 'stopAfter'>> = {}): Omit<InstanceRow, 'createdAt' | 'updatedAt' | 'stopAfter'> {
+function instance(t: Tenant, rel: ReleaseRow, extra: Partial<Omit<InstanceRow, 'stopAfter'>> = {}): Omit<InstanceRow, 'createdAt' | 'updatedAt' | 'stopAfter' | 'placement'> {
   return {
     id: newId('ins'), appId: t.app.id, organizationId: t.org.id, releaseId: rel.id, releaseVersion: rel.version, processType: 'web',
     index: 0, nodeId: 'nod_1', desired: 'running', state: 'pending', exitCode: null, signal: null, oomKilled: false, restarts: 0,
@@ -334,6 +334,42 @@ export function storeSuite(name: string, open: () => Promise<Store>): void {
       assert.equal((await store.nodes.byId('nod_0'))!.cpus, 0.5);
       assert.deepEqual((await store.nodes.list()).map((x) => x.name), ['alpha', 'zeta']);
       assert.equal(await store.nodes.byId('nod_missing'), undefined);
+    });
+
+    it('nodes: scheduling fields — heartbeats write capacity and agent labels, operator labels/taints/state survive them', async () => {
+      const hb = { id: 'nod_s', name: 'sched', state: 'ready' as const, isolation: 'sandbox', cpus: 2, memoryMb: 2048, lastHeartbeatAt: null };
+      const n = await store.nodes.upsert({ ...hb, diskMb: 10_000, agentLabels: { zone: 'a' } });
+      assert.deepEqual([n.diskMb, n.agentLabels, n.labels, n.taints, n.operatorState], [10_000, { zone: 'a' }, {}, [], null]);
+      const spec = await store.nodes.updateSpec('nod_s', { labels: { disk: 'ssd' }, taints: [{ key: 'gpu', value: 'true', effect: 'NoSchedule' }], operatorState: 'cordoned' });
+      assert.deepEqual([spec!.labels, spec!.taints, spec!.operatorState], [{ disk: 'ssd' }, [{ key: 'gpu', value: 'true', effect: 'NoSchedule' }], 'cordoned']);
+      // A heartbeat (also one without the optional fields) keeps what the operator set.
+      const after = await store.nodes.upsert({ ...hb, lastHeartbeatAt: '2026-01-01T00:00:00.000Z' });
+      assert.deepEqual([after.diskMb, after.agentLabels, after.labels, after.operatorState, after.taints.length], [null, {}, { disk: 'ssd' }, 'cordoned', 1]);
+      await store.nodes.setState('nod_s', 'down');
+      assert.deepEqual(await store.nodes.byId('nod_s').then((x) => [x!.state, x!.operatorState]), ['down', 'cordoned']);
+      assert.equal((await store.nodes.updateSpec('nod_s', { operatorState: null }))!.operatorState, null);
+      assert.equal((await store.nodes.updateSpec('nod_s', {}))!.id, 'nod_s');
+      assert.equal(await store.nodes.updateSpec('nod_missing', { labels: {} }), undefined);
+      assert.equal(await store.nodes.delete('nod_s'), true);
+      assert.equal(await store.nodes.delete('nod_s'), false);
+      assert.equal(await store.nodes.byId('nod_s'), undefined);
+    });
+
+    it('placements: per app, tenant-walled, replaced whole, gone with the app; instances keep a placement note', async () => {
+      const a = await tenant(store, 'place-a');
+      const b = await tenant(store, 'place-b');
+      assert.equal(await store.placements.get(a.org.id, a.app.id), undefined);
+      await store.placements.set(a.org.id, a.app.id, { requiredLabels: { zone: 'x' }, tolerations: [{ key: 'gpu', effect: 'NoSchedule' }] });
+      await store.placements.set(a.org.id, a.app.id, { requiredLabels: { zone: 'y' }, tolerations: [] });
+      assert.deepEqual(await store.placements.get(a.org.id, a.app.id), { requiredLabels: { zone: 'y' }, tolerations: [] });
+      assert.equal(await store.placements.get(b.org.id, a.app.id), undefined);
+      const rel = await store.releases.create(release(a, (await build(store, a)).id));
+      const i = await store.instances.create({ ...instance(a, rel), nodeId: null, placement: 'no node fits: n1 is cordoned' });
+      assert.equal(i.placement, 'no node fits: n1 is cordoned');
+      assert.equal((await store.instances.create(instance(a, rel, { index: 2 }))).placement, null);
+      assert.equal((await store.instances.update(i.id, { placement: 'on n1: score 1' }))!.placement, 'on n1: score 1');
+      assert.equal(await store.apps.delete(a.org.id, a.app.id), true);
+      assert.equal(await store.placements.get(a.org.id, a.app.id), undefined);
     });
 
     it("tenant walls: organization B can't read, change or delete organization A's data", async () => {

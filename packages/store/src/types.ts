@@ -4,7 +4,7 @@
  * same Kysely queries. Every method that touches tenant data takes the organization id, so a
  * query that forgets the tenant does not compile.
  */
-import type { BuildState, DeploySettingsT, DeploymentState, DeployStrategy, HealthCheckT, InstanceState, NodeState, Role, Stack } from '@shellwego/core';
+import type { AppPlacement, BuildState, DeploySettingsT, DeploymentState, DeployStrategy, HealthCheckT, InstanceState, NodeOperatorState, NodeState, NodeTaint, Role, Stack } from '@shellwego/core';
 
 export interface UserRow { id: string; email: string; passwordHash: string; platformAdmin: boolean; createdAt: string }
 export interface OrganizationRow { id: string; name: string; createdAt: string }
@@ -36,15 +36,25 @@ export interface InstanceRow {
   restartGeneration: number; lastLog: string[]; createdAt: string; updatedAt: string;
   /** Set while draining out of the router: the instance is stopped at this time. */
   stopAfter: string | null;
+  /** The scheduler's last decision for this instance, explained (where and why, or why pending). */
+  placement: string | null;
 }
 export interface EventRow {
   id: string; organizationId: string; appId: string | null; type: string; message: string;
   data: Record<string, unknown>; createdAt: string;
 }
 export interface NodeRow {
+  /** Liveness from heartbeats: 'ready' or 'down' (see `nodeState()` for what operators see). */
   id: string; name: string; state: NodeState; isolation: string; cpus: number; memoryMb: number;
   lastHeartbeatAt: string | null; createdAt: string;
+  /** Scheduling (migration 0007): heartbeats write diskMb and agentLabels, operators the rest. */
+  diskMb: number | null; agentLabels: Record<string, string>; labels: Record<string, string>; taints: NodeTaint[];
+  operatorState: NodeOperatorState;
 }
+/** What a heartbeat writes; operator fields (labels, taints, operatorState) are left as they are. */
+export type NodeHeartbeatRow = Omit<NodeRow, 'createdAt' | 'diskMb' | 'agentLabels' | 'labels' | 'taints' | 'operatorState'> & {
+  diskMb?: number | null; agentLabels?: Record<string, string>;
+};
 
 /** An organization's data key, wrapped by the master key `keyId` of key provider `provider`. */
 export interface OrganizationKeyRow { organizationId: string; provider: string; keyId: string; wrappedKey: string; createdAt: string }
@@ -131,7 +141,7 @@ export interface ReleasesRepo {
 }
 
 export interface InstancesRepo {
-  create(row: Omit<InstanceRow, 'createdAt' | 'updatedAt' | 'stopAfter'>): Promise<InstanceRow>;
+  create(row: Omit<InstanceRow, 'createdAt' | 'updatedAt' | 'stopAfter' | 'placement'> & { placement?: string | null }): Promise<InstanceRow>;
   get(organizationId: string, id: string): Promise<InstanceRow | undefined>;
   /** Controllers: by id across tenants (status reports carry only the instance id). */
   byId(id: string): Promise<InstanceRow | undefined>;
@@ -149,10 +159,19 @@ export interface EventsRepo {
 }
 
 export interface NodesRepo {
-  upsert(row: Omit<NodeRow, 'createdAt'>): Promise<NodeRow>;
+  upsert(row: NodeHeartbeatRow): Promise<NodeRow>;
   byId(id: string): Promise<NodeRow | undefined>;
   list(): Promise<NodeRow[]>;
   setState(id: string, state: NodeState): Promise<void>;
+  /** Operator changes (migration 0007); returns the updated row, or undefined for an unknown node. */
+  updateSpec(id: string, patch: Partial<Pick<NodeRow, 'labels' | 'taints' | 'operatorState'>>): Promise<NodeRow | undefined>;
+  delete(id: string): Promise<boolean>;
+}
+
+/** Per-app placement constraints (migration 0007); an app without a row has none. */
+export interface PlacementsRepo {
+  get(organizationId: string, appId: string): Promise<AppPlacement | undefined>;
+  set(organizationId: string, appId: string, placement: AppPlacement): Promise<void>;
 }
 
 export interface OrganizationKeysRepo {
@@ -285,6 +304,7 @@ export interface Store {
   instances: InstancesRepo;
   events: EventsRepo;
   nodes: NodesRepo;
+  placements: PlacementsRepo;
   organizationKeys: OrganizationKeysRepo;
   deployments: DeploymentsRepo;
   domains: DomainsRepo;

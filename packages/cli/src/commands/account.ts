@@ -1,9 +1,9 @@
-/** tokens, orgs, members, nodes */
+/** tokens, orgs, members (nodes: nodes.ts) */
 import type { Command } from 'commander';
 import { parseIntOption, parseRole, parseScopes } from '../args.ts';
 import type { Ctx } from '../context.ts';
 import { CliError } from '../errors.ts';
-import { ago, bytes, table } from '../format.ts';
+import { ago, table } from '../format.ts';
 import { withJson } from './shared.ts';
 import type { JsonOpts } from './shared.ts';
 
@@ -99,24 +99,6 @@ export function registerAccount(program: Command, ctx: Ctx): void {
     const r = await client.call('removeMember', { params: { user: userId } });
     if (opts.json) return ctx.json(r);
     ctx.out(`Removed ${email}`);
-  });
-
-  const nodes = program.command('nodes').description('nodes of the platform (operators)');
-  withJson(nodes.command('list').description('nodes, their state and capacity')).action(async (opts: JsonOpts) => {
-    const list = await (await ctx.client()).call('listNodes');
-    if (opts.json) return ctx.json(list);
-    const now = ctx.now();
-    const rows = list.map((n) => [
-      n.name,
-      n.state,
-      n.isolation,
-      String(n.capacity.cpus),
-      bytes(n.capacity.memoryMb * 1024 * 1024),
-      String(n.instances),
-      n.lastHeartbeatAt ? ago(n.lastHeartbeatAt, now) : 'never',
-      n.id,
-    ]);
-    for (const l of table(['NAME', 'STATE', 'ISOLATION', 'CPUS', 'MEMORY', 'INSTANCES', 'HEARTBEAT', 'ID'], rows)) ctx.out(l);
   });
 }
 

@@ -10,13 +10,14 @@ import { plural, withApp, withJson } from './shared.ts';
 import type { AppOpts, JsonOpts } from './shared.ts';
 
 export function registerProcesses(program: Command, ctx: Ctx): void {
-  withJson(withApp(program.command('ps').description("the app's instances: state, release, restarts, address"))).action(async (opts: AppOpts & JsonOpts) => {
-    const app = await ctx.app(opts.app);
-    const instances = await (await ctx.client()).call('listInstances', { params: { app } });
-    if (opts.json) return ctx.json(instances);
-    if (instances.length === 0) return ctx.err(`${app} has no instances (deploy it, or scale a process type above 0)`);
-    for (const l of psLines(instances, ctx.now())) ctx.out(l);
-  });
+  withJson(withApp(program.command('ps').description("the app's instances: state, release, restarts, address").option('--explain', 'say why each instance runs where it does, or why it is pending')))
+    .action(async (opts: AppOpts & JsonOpts & { explain?: boolean }) => {
+      const app = await ctx.app(opts.app);
+      const instances = await (await ctx.client()).call('listInstances', { params: { app } });
+      if (opts.json) return ctx.json(instances);
+      if (instances.length === 0) return ctx.err(`${app} has no instances (deploy it, or scale a process type above 0)`);
+      for (const l of psLines(instances, ctx.now(), opts.explain ? { explain: true } : {})) ctx.out(l);
+    });
 
   withJson(
     withApp(

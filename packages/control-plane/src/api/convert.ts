@@ -27,6 +27,6 @@ export function toInstance(i: InstanceRow): InstanceT {
   return {
     id: i.id, appId: i.appId, type: i.processType, index: i.index, releaseVersion: i.releaseVersion, nodeId: i.nodeId, state: i.state,
     desired: i.desired, exitCode: i.exitCode, signal: i.signal, oomKilled: i.oomKilled, restarts: i.restarts, address: i.address,
-    startedAt: i.startedAt, updatedAt: i.updatedAt, lastLog: i.lastLog,
+    startedAt: i.startedAt, updatedAt: i.updatedAt, lastLog: i.lastLog, placement: i.placement,
   };
 }

@@ -103,15 +103,5 @@ export const identityHandlers = {
   async listPlans() {
     return Object.values(PLANS);
   },
-
-  async listNodes({ cp }) {
-    const nodes = await cp.store.nodes.list();
-    const out = [];
-    for (const n of nodes) {
-      const instances = (await cp.store.instances.listByNode(n.id)).filter((i) => i.desired === 'running').length;
-      out.push({ id: n.id, name: n.name, state: n.state, isolation: n.isolation, capacity: { cpus: n.cpus, memoryMb: n.memoryMb }, instances, lastHeartbeatAt: n.lastHeartbeatAt });
-    }
-    return out;
-  },
 } satisfies Partial<Handlers>;
 

@@ -19,15 +19,20 @@ import type { Deployer } from './deployer.ts';
  */
 export class BuildController {
   private subs: Subscription[] = [];
+  private logSub: Subscription | null = null;
 
   constructor(private readonly deps: { store: Store; bus: Bus; secrets: SecretBox; events: EventRecorder; logs: LogStore; buildLogs: BuildLogs; deployer: Deployer; logger: Logger }) {}
 
+  /** Every control plane keeps build logs (a `git push` or `deploy` it serves follows them). */
+  listen(): void {
+    this.logSub ??= this.deps.bus.subscribe<BuildLogMessage>('build.*.log', (m) => this.onLog(m));
+  }
+
+  /** The leader also records results (releases) and resumes builds a crash interrupted. */
   async start(): Promise<void> {
     const { bus, store } = this.deps;
-    this.subs.push(
-      bus.subscribe<BuildLogMessage>('build.*.log', (m) => this.onLog(m)),
-      bus.subscribe<BuildResultMessage>(subjects.allBuildResults, (m) => this.onResult(m)),
-    );
+    this.listen();
+    this.subs.push(bus.subscribe<BuildResultMessage>(subjects.allBuildResults, (m) => this.onResult(m)));
     for (const b of await store.builds.listUnfinished()) {
       this.deps.logger.info({ build: b.id }, 'resuming a build interrupted by a restart');
       this.deps.buildLogs.append(b.id, { ts: new Date().toISOString(), source: 'build', instanceId: null, type: null, line: '-----> The platform restarted during this build: building again' });
@@ -35,9 +40,16 @@ export class BuildController {
     }
   }
 
+  /** Stops leading (results); `close` also stops keeping logs. */
   stop(): void {
     for (const s of this.subs) s.unsubscribe();
     this.subs = [];
+  }
+
+  close(): void {
+    this.stop();
+    this.logSub?.unsubscribe();
+    this.logSub = null;
   }
 
   /** Publishes the build request: the build's source and the app's config at this moment. */

@@ -28,6 +28,7 @@ async function setup(lastHeartbeatAt: string) {
     settings: { baseDomain: 'localhost', routerPort: 8000, routerScheme: 'http', dataDir: dir, maxUploadBytes: 1 << 20, version: 'test' },
     logger: pino({ level: 'silent' }),
   }, 60_000);
+  deployer.start(); // as the leading control plane (the periodic pass is 60 s away: the tests drive it)
   const tables: RouteTableMessage[] = [];
   const assignments: AssignmentsMessage[] = [];
   bus.subscribe<RouteTableMessage>(subjects.routes, (m) => { tables.push(m); });
@@ -95,5 +96,29 @@ test('a restarted control plane numbers after its previous life: agents and rout
     assert.ok(second.assignments[0].generation > first.assignments[0].generation, 'assignment generations keep growing across restarts');
   } finally {
     await second.cleanup();
+  }
+});
+
+test('a control plane that does not lead writes nothing and asks the leader to reconcile, over the bus', async () => {
+  const s = await setup(new Date().toISOString());
+  try {
+    const app = await s.store.apps.create({ id: newId('app'), organizationId: s.org.id, name: 'one', plan: 'standard' });
+    const requests: unknown[] = [];
+    s.bus.subscribe(subjects.reconcileRequest, (m) => { requests.push(m); });
+    const follower = new Deployer({
+      store: s.store, bus: s.bus, secrets: new SecretBox(FileKeyProvider.fromKey(Buffer.alloc(32, 5)), s.store), events: new EventRecorder(s.store, s.bus),
+      logs: new LogStore(join(tmpdir(), 'swg-follower-logs')), settings: { baseDomain: 'localhost', routerPort: 8000, routerScheme: 'http', dataDir: tmpdir(), maxUploadBytes: 1 << 20, version: 'test' },
+      logger: pino({ level: 'silent' }),
+    }, 60_000);
+    const tablesBefore = s.tables.length;
+    await follower.reconcileApp(s.org.id, app.id);
+    await follower.publishRoutes(true);
+    await s.bus.drain();
+    assert.deepEqual(requests, [{ organizationId: s.org.id, appId: app.id }, { organizationId: null, appId: null }]);
+    // The leader (started in setup) took both requests: it published the table, the follower did not.
+    assert.ok(s.tables.length > tablesBefore);
+    assert.ok(s.tables.at(-1)!.routes['one.localhost'], 'the leader reconciled the app the follower was asked about');
+  } finally {
+    await s.cleanup();
   }
 });

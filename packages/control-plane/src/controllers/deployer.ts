@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
-import { DEFAULT_DEPLOY_SETTINGS, DEFAULT_PLAN, PLANS, instanceMachine, newId, subjects } from '@shellwego/core';
-import type { AssignmentsMessage, DeploySettingsT, EventT, HeartbeatMessage, InstanceSpec, InstanceStatusMessage, Readiness, RouterStatsMessage, RouteTableMessage } from '@shellwego/core';
+import { DEFAULT_DEPLOY_SETTINGS, DEFAULT_PLAN, PLANS, instanceMachine, newId, nodeState, subjects } from '@shellwego/core';
+import type { AppPlacement, AssignmentsMessage, DeploySettingsT, EventT, HeartbeatMessage, InstanceSpec, InstanceStatusMessage, Readiness, ReconcileRequestMessage, RouterStatsMessage, RouteTableMessage } from '@shellwego/core';
 import type { Bus, Subscription } from '@shellwego/bus';
 import type { AppRow, DeploymentRow, FormationRow, InstanceRow, ReleaseRow, Store } from '@shellwego/store';
 import type { SecretBox } from '../secrets.ts';
@@ -11,7 +11,7 @@ import { metrics } from '../metrics.ts';
 import { planApp, routeBackends } from './plan.ts';
 import type { PlanDeployment } from './plan.ts';
 import { DeploymentController } from './deployments.ts';
-import { place } from './scheduler.ts';
+import { DEFAULT_SCHEDULING, leavingNodes, place } from './scheduler.ts';
 import type { NodeLoad } from './scheduler.ts';
 
 const WEB_PORT = 5000;
@@ -38,6 +38,11 @@ export class Deployer {
   private wakeups = new Map<string, [number, NodeJS.Timeout]>();
   private stopped = false;
   readonly deployments: DeploymentController;
+  /**
+   * Only the leading control plane (ADR 0012) runs passes and writes instance rows; another one
+   * serving the API asks the leader over the bus instead.
+   */
+  private leading = false;
 
   constructor(
     private readonly deps: { store: Store; bus: Bus; secrets: SecretBox; events: EventRecorder; logs: LogStore; settings: ControlPlaneSettings; logger: Logger },
@@ -65,7 +70,11 @@ export class Deployer {
 
   start(): void {
     const { bus } = this.deps;
+    this.stopped = false;
+    this.leading = true;
     this.subs.push(
+      bus.subscribe<ReconcileRequestMessage>(subjects.reconcileRequest, (m) =>
+        m.organizationId && m.appId ? this.reconcileApp(m.organizationId, m.appId) : this.reconcileAll()),
       bus.subscribe<HeartbeatMessage>(subjects.heartbeat, (m) => this.onHeartbeat(m)),
       bus.subscribe<InstanceStatusMessage>(subjects.instanceStatus, (m) => this.onInstanceStatus(m)),
       bus.subscribe(subjects.routesRequest, () => this.publishRoutes(true)),
@@ -80,6 +89,7 @@ export class Deployer {
     this.subs = [];
     if (this.timer) clearInterval(this.timer);
     this.stopped = true;
+    this.leading = false;
     for (const [, t] of this.wakeups.values()) clearTimeout(t);
     this.wakeups.clear();
     await this.lock;
@@ -107,25 +117,29 @@ export class Deployer {
 
   /** Bring one app's instances in line with its target release, formation and active deployment. */
   async reconcileApp(organizationId: string, appId: string, opts: { publish?: boolean } = {}): Promise<void> {
+    if (!this.leading) return this.requestReconcile(organizationId, appId);
     await this.exclusive(async () => {
       metrics.reconciles.inc();
       const { store } = this.deps;
       const app = await store.apps.get(organizationId, appId);
       if (!app) return;
-      const [deployment, settings, formation, instances] = await Promise.all([
+      const [deployment, settings, formation, instances, placement, nodes] = await Promise.all([
         store.deployments.active(organizationId, appId), this.settingsOf(app), store.formation.list(organizationId, appId), store.instances.listByApp(organizationId, appId),
+        store.placements.get(organizationId, appId), store.nodes.list(),
       ]);
+      // Instances on draining nodes (or nodes whose NoExecute taint the app does not tolerate) are replaced elsewhere first.
+      const leaving = leavingNodes(nodes.map((n) => ({ id: n.id, state: nodeState(n.state, n.operatorState), taints: n.taints })), placement);
       // During the release phase the old release stays the target: no traffic moves until it succeeds.
       const targetId = deployment?.state === 'pending' ? deployment.fromReleaseId : app.currentReleaseId;
       const release = targetId ? await store.releases.byId(organizationId, targetId) : undefined;
       const now = Date.now();
       const plan = planApp({
         now, targetReleaseId: release?.id ?? null, processTypes: withoutReleasePhase(release?.processTypes ?? {}),
-        formation, instances, deployment: deployment ? planDeployment(deployment) : null, settings,
+        formation, instances, deployment: deployment ? planDeployment(deployment) : null, settings, leavingNodes: new Set(leaving.keys()),
       });
       const unplaced = instances.filter((i) => i.desired === 'running' && i.nodeId === null && i.releaseId === release?.id);
       const changes = plan.create.length + plan.drain.length + plan.stop.length + plan.forget.length + unplaced.length;
-      if (changes > 0) await this.apply(app, release, instances, plan, unplaced, (deployment?.settings ?? settings).drainSeconds);
+      if (changes > 0) await this.apply(app, release, instances, plan, unplaced, (deployment?.settings ?? settings).drainSeconds, placement, leaving);
       if (deployment) {
         const after = changes > 0 ? await store.instances.listByApp(organizationId, appId) : instances;
         const webWanted = formation.find((f) => f.type === 'web')?.quantity ?? 0;
@@ -142,20 +156,24 @@ export class Deployer {
     }
   }
 
-  private async apply(app: AppRow, release: ReleaseRow | undefined, instances: InstanceRow[], plan: ReturnType<typeof planApp>, unplaced: InstanceRow[], drainSeconds: number): Promise<void> {
+  private async apply(app: AppRow, release: ReleaseRow | undefined, instances: InstanceRow[], plan: ReturnType<typeof planApp>, unplaced: InstanceRow[], drainSeconds: number,
+    placement: AppPlacement | undefined, leaving: Map<string, string>): Promise<void> {
     const { store } = this.deps;
     const organizationId = app.organizationId;
     const loads = await this.nodeLoads(app.id);
     const plan_ = PLANS[app.plan] ?? PLANS[DEFAULT_PLAN];
+    const scheduling = this.deps.settings.scheduling ?? DEFAULT_SCHEDULING;
     const placeOne = () => {
-      const p = place(loads, { memoryMb: plan_.memoryMb });
+      const p = place(loads, { memoryMb: plan_.memoryMb, cpus: plan_.cpus, placement, settings: scheduling });
       if (p.nodeId) {
         const n = loads.find((l) => l.id === p.nodeId)!;
         n.allocatedMb += plan_.memoryMb;
+        n.allocatedCpus += plan_.cpus;
         n.sameApp += 1;
       }
       return p;
     };
+    const nameOf = (id: string) => loads.find((l) => l.id === id)?.name ?? id;
     const created: InstanceRow[] = [];
     const stopAfter = new Date(Date.now() + drainSeconds * 1000).toISOString();
     await store.transaction(async (tx) => {
@@ -164,12 +182,21 @@ export class Deployer {
         created.push(await tx.instances.create({
           id: newId('ins'), appId: app.id, organizationId, releaseId: release!.id, releaseVersion: release!.version, processType: c.type, index: c.index,
           nodeId: p.nodeId, desired: 'running', state: 'pending', exitCode: null, signal: null, oomKilled: false, restarts: 0, address: null,
-          startedAt: null, restartGeneration: 0, lastLog: p.nodeId ? [] : [`pending: ${p.reason}`],
+          startedAt: null, restartGeneration: 0, lastLog: p.nodeId ? [] : [`pending: ${p.reason}`], placement: p.reason,
         }));
       }
       for (const i of unplaced) {
         const p = placeOne();
-        if (p.nodeId) await tx.instances.update(i.id, { nodeId: p.nodeId, lastLog: [] });
+        if (p.nodeId) await tx.instances.update(i.id, { nodeId: p.nodeId, lastLog: [], placement: p.reason });
+        else if (i.placement !== p.reason) await tx.instances.update(i.id, { lastLog: [`pending: ${p.reason}`], placement: p.reason });
+      }
+      // Instances on a node they must leave say so until their replacement is ready elsewhere.
+      for (const i of instances) {
+        if (i.desired !== 'running' || i.stopAfter !== null || i.nodeId === null) continue;
+        const note = leaving.has(i.nodeId)
+          ? `leaving ${nameOf(i.nodeId)} (${leaving.get(i.nodeId)}): keeps running until a replacement is ready elsewhere`
+          : i.placement?.startsWith('leaving ') ? `stays on ${nameOf(i.nodeId)}: the node is back in service` : i.placement;
+        if (i.placement !== note) await tx.instances.update(i.id, { placement: note });
       }
       for (const id of plan.drain) await tx.instances.update(id, { stopAfter });
       for (const id of plan.stop) await tx.instances.update(id, { desired: 'stopped' });
@@ -198,11 +225,17 @@ export class Deployer {
     const apps = new Map((await store.apps.listAll()).map((a) => [a.id, a]));
     return nodes.map((n) => {
       const mine = active.filter((i) => i.nodeId === n.id && i.desired === 'running');
+      const planOf = (i: InstanceRow) => PLANS[apps.get(i.appId)?.plan ?? DEFAULT_PLAN] ?? PLANS[DEFAULT_PLAN];
       return {
         id: n.id,
-        ready: n.state === 'ready',
+        name: n.name,
+        state: nodeState(n.state, n.operatorState),
+        cpus: n.cpus,
         memoryMb: n.memoryMb,
-        allocatedMb: mine.reduce((s, i) => s + (PLANS[apps.get(i.appId)?.plan ?? DEFAULT_PLAN] ?? PLANS[DEFAULT_PLAN]).memoryMb, 0),
+        allocatedMb: mine.reduce((s, i) => s + planOf(i).memoryMb, 0),
+        allocatedCpus: mine.reduce((s, i) => s + planOf(i).cpus, 0),
+        labels: { ...n.agentLabels, ...n.labels },
+        taints: n.taints,
         sameApp: mine.filter((i) => i.appId === appId).length,
       };
     });
@@ -219,7 +252,10 @@ export class Deployer {
   private async onHeartbeat(m: HeartbeatMessage): Promise<void> {
     const { store } = this.deps;
     const existing = await store.nodes.byId(m.nodeId);
-    await store.nodes.upsert({ id: m.nodeId, name: m.name, state: 'ready', isolation: m.isolation, cpus: m.capacity.cpus, memoryMb: m.capacity.memoryMb, lastHeartbeatAt: new Date().toISOString() });
+    await store.nodes.upsert({
+      id: m.nodeId, name: m.name, state: 'ready', isolation: m.isolation, cpus: m.capacity.cpus, memoryMb: m.capacity.memoryMb, lastHeartbeatAt: new Date().toISOString(),
+      diskMb: m.capacity.diskMb ?? null, agentLabels: m.labels ?? {},
+    });
     if (!existing || existing.state !== 'ready') {
       this.deps.logger.info({ node: m.nodeId, name: m.name }, existing ? 'node is back' : 'node joined');
       // A (re)appearing node gets its assignments at once, and pending instances a place.
@@ -273,7 +309,13 @@ export class Deployer {
     if (stateChanged || row.address !== m.address) await this.reconcileApp(row.organizationId, row.appId);
   }
 
+  /** Not the leader: the leader reconciles (the write that asked for it is already in the store). */
+  private async requestReconcile(organizationId: string | null, appId: string | null): Promise<void> {
+    await this.deps.bus.publish(subjects.reconcileRequest, { organizationId, appId } satisfies ReconcileRequestMessage);
+  }
+
   async publishAssignments(force: boolean): Promise<void> {
+    if (!this.leading) return this.requestReconcile(null, null);
     const { store, bus, secrets } = this.deps;
     const nodes = await store.nodes.list();
     const appCache = new Map<string, AppRow | undefined>();
@@ -317,6 +359,7 @@ export class Deployer {
   }
 
   async publishRoutes(force: boolean): Promise<void> {
+    if (!this.leading) return this.requestReconcile(null, null);
     const { store, bus, settings } = this.deps;
     const apps = new Map((await store.apps.listAll()).map((a) => [a.id, a]));
     const routes: RouteTableMessage['routes'] = {};

@@ -5,14 +5,13 @@ import type { DeploySettingsT, DeployStrategy } from '@shellwego/core';
 import type { InstanceRow } from '@shellwego/store';
 import { canaryCount, planApp, routeBackends } from './plan.ts';
 import type { PlanDeployment, PlanInput } from './plan.ts';
-import { place } from './scheduler.ts';
 
 let seq = 0;
 function inst(p: Partial<InstanceRow> & { id: string }): InstanceRow {
   return {
     appId: 'a', organizationId: 'o', releaseId: 'r1', releaseVersion: 1, processType: 'web', index: 1, nodeId: 'n1',
     desired: 'running', state: 'running', exitCode: null, signal: null, oomKilled: false, restarts: 0, address: `10.0.0.${++seq}:5000`,
-    startedAt: null, restartGeneration: 0, lastLog: [], createdAt: `2026-01-01T00:00:${String(seq % 60).padStart(2, '0')}.000Z`, updatedAt: '', stopAfter: null, ...p,
+    startedAt: null, restartGeneration: 0, lastLog: [], createdAt: `2026-01-01T00:00:${String(seq % 60).padStart(2, '0')}.000Z`, updatedAt: '', stopAfter: null, placement: null, ...p,
   };
 }
 const olds = (n: number, extra: Partial<InstanceRow> = {}) => Array.from({ length: n }, (_, k) => inst({ id: `o${k + 1}`, index: k + 1, ...extra }));
@@ -180,18 +179,25 @@ test('process types missing from the release are not run; no release: nothing ru
   assert.deepEqual([none.create, none.drain], [[], ['o1']]);
 });
 
-test('placement spreads replicas, then packs by free memory, deterministically', () => {
-  const nodes = [
-    { id: 'b', ready: true, memoryMb: 4096, allocatedMb: 0, sameApp: 1 },
-    { id: 'a', ready: true, memoryMb: 4096, allocatedMb: 2048, sameApp: 0 },
-    { id: 'c', ready: false, memoryMb: 8192, allocatedMb: 0, sameApp: 0 },
-  ];
-  assert.equal(place(nodes, { memoryMb: 512 }).nodeId, 'a');
-  assert.equal(place(nodes, { memoryMb: 3000 }).nodeId, 'b');
-  const none = place(nodes, { memoryMb: 9000 });
-  assert.equal(none.nodeId, null);
-  assert.match(none.reason, /no node has 9000 MB free/);
-  assert.equal(place([], { memoryMb: 1 }).reason, 'no ready nodes');
+test('drain: instances on a leaving node are replaced elsewhere first, then drained (no downtime)', () => {
+  const onN1 = olds(2, { releaseId: 'r2', releaseVersion: 2 });
+  const leaving = new Set(['n1']);
+  const formation = [{ type: 'web', quantity: 2 }];
+  // Steady state (no deployment): rolling limits (surge 1, unavailable 0) — one replacement first, nothing stops.
+  let p = plan({ targetReleaseId: 'r2', formation, instances: onN1, leavingNodes: leaving });
+  assert.deepEqual([p.create, p.drain, p.stop], [[{ type: 'web', index: 1 }], [], []]);
+  // Nowhere to go (the replacement stays pending): the old instances keep running.
+  const pending = inst({ id: 'p1', index: 1, releaseId: 'r2', releaseVersion: 2, nodeId: null, state: 'pending', address: null });
+  p = plan({ targetReleaseId: 'r2', formation, instances: [...onN1, pending], leavingNodes: leaving });
+  assert.deepEqual([p.create, p.drain, p.stop], [[], [], []]);
+  // The replacement is ready on n2: one old instance drains and the next replacement starts.
+  const moved = inst({ id: 'm1', index: 1, releaseId: 'r2', releaseVersion: 2, nodeId: 'n2' });
+  p = plan({ targetReleaseId: 'r2', formation, instances: [...onN1, moved], leavingNodes: leaving });
+  assert.equal(p.drain.length, 1);
+  assert.deepEqual(p.create, [{ type: 'web', index: 2 }]);
+  // Without a leaving node the same instances are current: nothing to do.
+  p = plan({ targetReleaseId: 'r2', formation, instances: onN1 });
+  assert.deepEqual([p.create, p.drain, p.stop], [[], [], []]);
 });
 
 test('restart: instances marked for replacement are replaced one by one like a rolling deploy', () => {

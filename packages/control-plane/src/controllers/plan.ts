@@ -51,6 +51,8 @@ export interface PlanInput {
   deployment: PlanDeployment | null;
   /** The app's deploy settings (drain time and rolling limits in steady state). */
   settings: DeploySettingsT;
+  /** Nodes the app's instances must leave (draining, NoExecute taint): replaced like marked instances. */
+  leavingNodes?: ReadonlySet<string>;
 }
 
 /**
@@ -111,8 +113,9 @@ export function planApp(input: PlanInput): AppPlan {
     const W = wanted.get(type) ?? 0;
     const live = input.instances.filter((i) => isLive(i) && i.processType === type);
     const draining = input.instances.filter((i) => i.desired === 'running' && i.stopAfter !== null && i.processType === type);
-    const mine = live.filter((i) => isCurrent(i, target));
-    let old = live.filter((i) => !isCurrent(i, target));
+    const current = (i: InstanceRow) => isCurrent(i, target) && !(i.nodeId !== null && input.leavingNodes?.has(i.nodeId));
+    const mine = live.filter(current);
+    let old = live.filter((i) => !current(i));
 
     // Target instances: one per index 1..W; duplicates and indexes past W go.
     const kept = new Map<number, InstanceRow>();

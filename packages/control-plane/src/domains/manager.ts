@@ -80,9 +80,14 @@ export class CertificateManager {
     return this.mode === 'acme' ? 'acme' : 'local-ca';
   }
 
+  /** Between start() and stop(): this control plane leads and does the certificate work. */
+  private running = false;
+
   async start(): Promise<void> {
     if (this.mode === 'off') return;
     const { bus } = this.deps;
+    this.stopped = false; // started again when this control plane leads again (ADR 0012)
+    this.running = true;
     await this.ensureSystemOrg();
     if (this.mode === 'local-ca') {
       this.ca = await this.loadOrCreateCa();
@@ -98,6 +103,7 @@ export class CertificateManager {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.running = false;
     for (const s of this.subs) s.unsubscribe();
     this.subs = [];
     if (this.timer) clearInterval(this.timer);
@@ -106,7 +112,8 @@ export class CertificateManager {
 
   /** Looks for due work in the background (after a domain is added, and periodically). */
   kick(): void {
-    if (this.mode === 'off' || this.stopped) return;
+    // Only the leading control plane issues certificates; another one's API just records the domain.
+    if (this.mode === 'off' || this.stopped || !this.running) return;
     void this.runDue().catch((err) => this.deps.logger.error({ err }, 'certificate pass failed'));
   }
 

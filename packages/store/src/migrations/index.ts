@@ -6,6 +6,7 @@ import * as m0003 from './0003_domains.ts';
 import * as m0004 from './0004_deployments.ts';
 import * as m0005 from './0005_webhooks.ts';
 import * as m0006 from './0006_image_builds.ts';
+import * as m0007 from './0007_node_scheduling.ts';
 
 /**
  * Every migration, by name. Names sort in the order they run (Kysely sorts them); never rename
@@ -18,6 +19,7 @@ export const migrations: Record<string, Migration> = {
   '0004_deployments': m0004,
   '0005_webhooks': m0005,
   '0006_image_builds': m0006,
+  '0007_node_scheduling': m0007,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

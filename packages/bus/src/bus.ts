@@ -1,6 +1,12 @@
 /**
  * The bus carries commands, status and events between parts that must not call each other
- * directly. Two implementations: in-process (all-in-one) and NATS JetStream (multi-node).
+ * directly. Two implementations: in-process (all-in-one) and NATS (split and multi-node; core
+ * NATS, plus JetStream for the subjects configured as durable).
+ */
+/**
+ * Handles one message; the next one on the same subscription waits until it resolves. Handlers
+ * must be idempotent: over NATS with durable subjects (NatsBusOptions.durable) a message is
+ * delivered at least once — again after a throw, a crash or a lost ack, possibly after later ones.
  */
 export type Handler<T> = (data: T, subject: string) => void | Promise<void>;
 

@@ -4,7 +4,10 @@
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 async function freePort(): Promise<number> {
   return new Promise((res, rej) => {
@@ -21,22 +24,34 @@ export class NatsServerProcess {
   private proc: ChildProcess | null = null;
   output = '';
 
-  private constructor(readonly port: number, private readonly bin: string) {}
+  private constructor(readonly port: number, private readonly bin: string, readonly storeDir: string | null) {}
 
   get url(): string {
     return `nats://127.0.0.1:${this.port}`;
   }
 
-  static async start(opts: { bin?: string } = {}): Promise<NatsServerProcess> {
-    const s = new NatsServerProcess(await freePort(), opts.bin ?? process.env.NATS_SERVER_BIN ?? 'nats-server');
-    await s.boot();
+  /**
+   * `jetstream`: enable JetStream with file storage in a fresh temporary directory, kept across
+   * kill()/boot() (a crash keeps the store) and removed by stop().
+   */
+  static async start(opts: { bin?: string; jetstream?: boolean } = {}): Promise<NatsServerProcess> {
+    const storeDir = opts.jetstream ? await mkdtemp(join(tmpdir(), 'shellwego-nats-')) : null;
+    const s = new NatsServerProcess(await freePort(), opts.bin ?? process.env.NATS_SERVER_BIN ?? 'nats-server', storeDir);
+    try {
+      await s.boot();
+    } catch (err) {
+      if (storeDir) await rm(storeDir, { recursive: true, force: true });
+      throw err;
+    }
     return s;
   }
 
   /** Starts the server (again) on the same port; resolves once it accepts clients. */
   async boot(): Promise<void> {
     if (this.proc && this.proc.exitCode === null && this.proc.signalCode === null) throw new Error('nats-server is already running');
-    const proc = spawn(this.bin, ['-a', '127.0.0.1', '-p', String(this.port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const args = ['-a', '127.0.0.1', '-p', String(this.port)];
+    if (this.storeDir) args.push('-js', '-sd', this.storeDir);
+    const proc = spawn(this.bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc = proc;
     await new Promise<void>((resolve, reject) => {
       const onData = (d: Buffer) => {
@@ -69,11 +84,13 @@ export class NatsServerProcess {
 
   async stop(): Promise<void> {
     const p = this.proc;
-    if (!p || p.exitCode !== null || p.signalCode !== null) return;
-    const exited = new Promise((r) => p.once('exit', r));
-    p.kill('SIGTERM');
-    const t = setTimeout(() => p.kill('SIGKILL'), 5_000);
-    await exited;
-    clearTimeout(t);
+    if (p && p.exitCode === null && p.signalCode === null) {
+      const exited = new Promise((r) => p.once('exit', r));
+      p.kill('SIGTERM');
+      const t = setTimeout(() => p.kill('SIGKILL'), 5_000);
+      await exited;
+      clearTimeout(t);
+    }
+    if (this.storeDir) await rm(this.storeDir, { recursive: true, force: true });
   }
 }

@@ -10,7 +10,8 @@ import { waitFor } from './helpers/platform.ts';
 import { appDir, knobApp } from './helpers/apps.ts';
 import { splitSuite } from './helpers/split.ts';
 
-const suite = splitSuite({ isolation: 'sandbox' });
+// JetStream on: statuses the agent reports while the control plane is down reach it after the restart.
+const suite = splitSuite({ isolation: 'sandbox', jetstream: true });
 const { ok } = suite;
 
 async function json<T = any>(args: string[]): Promise<T> {

@@ -109,12 +109,12 @@ export class SplitPlatform {
     return `--- server ---\n${this.server.output.slice(-3000)}\n--- node ---\n${this.node.output.slice(-3000)}`;
   }
 
-  static async start(opts: { isolation?: 'sandbox' | 'none'; env?: Record<string, string> } = {}): Promise<SplitPlatform> {
+  static async start(opts: { isolation?: 'sandbox' | 'none'; env?: Record<string, string>; jetstream?: boolean } = {}): Promise<SplitPlatform> {
     // mkdtemp is 0700, like an operator's `mktemp -d`.
     const p = new SplitPlatform(await mkdtemp(join(tmpdir(), 'swg-split-server-')), await mkdtemp(join(tmpdir(), 'swg-split-node-')), opts.isolation ?? 'sandbox');
     p.apiPort = await freePort();
     p.routerPort = await freePort();
-    p.nats = await NatsServerProcess.start();
+    p.nats = await NatsServerProcess.start({ jetstream: opts.jetstream ?? false });
     const common = () => ({
       ...(process.env as Record<string, string>),
       SHELLWEGO_NATS_URL: p.nats.url,
@@ -132,6 +132,7 @@ export class SplitPlatform {
       SHELLWEGO_BUILD_BRIDGE_CIDR: p.buildCidr,
       SHELLWEGO_RECONCILE_MS: '1000',
       SHELLWEGO_LOG_LEVEL: 'warn',
+      ...(opts.jetstream ? { SHELLWEGO_NATS_JETSTREAM: '1' } : {}),
       ...opts.env,
     });
     p.env = common;
@@ -225,6 +226,6 @@ export class SplitPlatform {
 }
 
 /** One split platform for the test file (see suiteFor in platform.ts). */
-export function splitSuite(opts: { isolation?: 'sandbox' | 'none'; env?: Record<string, string> } = {}) {
+export function splitSuite(opts: { isolation?: 'sandbox' | 'none'; env?: Record<string, string>; jetstream?: boolean } = {}) {
   return suiteFor(() => SplitPlatform.start(opts));
 }

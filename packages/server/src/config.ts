@@ -89,6 +89,11 @@ export interface SplitConfig extends AllInOneConfig {
   natsUrls: string[];
   /** server: PostgreSQL instead of the embedded SQLite (SHELLWEGO_DATABASE_URL / --database). */
   databaseUrl: string | null;
+  /**
+   * Carry one-shot messages (build requests/results, instance status, assignments, logs) through
+   * NATS JetStream, at least once (SHELLWEGO_NATS_JETSTREAM=1; nats-server must run with -js).
+   */
+  natsJetStream: boolean;
   /** node: the control plane's blob directory (same machine until remote blob fetch exists). */
   blobsDir: string;
   /** node: its own state (node id, sandboxes, agent state), apart from the server's data dir. */
@@ -112,6 +117,7 @@ export function splitConfigFromEnv(env: NodeJS.ProcessEnv, overrides: Partial<Sp
     ...base,
     natsUrls,
     databaseUrl,
+    natsJetStream: overrides.natsJetStream ?? ['1', 'true', 'yes'].includes((env.SHELLWEGO_NATS_JETSTREAM ?? '').toLowerCase()),
     blobsDir: resolve(env.SHELLWEGO_BLOBS_DIR || `${base.dataDir}/blobs`),
     nodeDataDir: resolve(env.SHELLWEGO_NODE_DATA_DIR || '.shellwego-node'),
     buildBridgeName: env.SHELLWEGO_BUILD_BRIDGE || 'swgb0',

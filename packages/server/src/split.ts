@@ -9,7 +9,7 @@ import { access, mkdir } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { pino } from 'pino';
 import type { Logger } from 'pino';
-import { connectNatsBus } from '@shellwego/bus';
+import { connectNatsBus, defaultDurableStreams } from '@shellwego/bus';
 import type { NatsBus } from '@shellwego/bus';
 import { FileBlobStore } from '@shellwego/store';
 import type { BootstrapResult } from '@shellwego/control-plane';
@@ -38,12 +38,14 @@ export interface SplitNode {
 }
 
 /** NATS connection with its state changes in the log; waits (and says so) until NATS answers. */
-async function connectBus(config: SplitConfig, name: string, logger: Logger): Promise<NatsBus> {
+async function connectBus(config: SplitConfig, name: string, logger: Logger, consumerName: string): Promise<NatsBus> {
   const waiting = setTimeout(() => logger.warn({ nats: config.natsUrls }, 'waiting for NATS to accept the connection'), 2_000);
   try {
     return await connectNatsBus({
       servers: config.natsUrls,
       name,
+      // Durable consumers resume under a name that must be stable and unique per process.
+      ...(config.natsJetStream ? { durable: { streams: defaultDurableStreams(), consumerName } } : {}),
       onError: (err, subject) => logger.error({ err, subject }, 'bus handler failed'),
       onStatus: (s) => {
         if (s.type === 'disconnect') logger.warn({ server: s.data }, 'NATS connection lost: reconnecting (apps keep running)');
@@ -63,7 +65,7 @@ export async function startServer(config: SplitConfig, logger: Logger = pino({ l
   await requireIsolation(config.isolation, 'apps and builds', logger);
 
   const { store, blobs, blobsDir, bus, cp, bootstrap } = await startControlPlaneRole(config, logger, async () => ({
-    bus: await connectBus(config, `shellwego-server-${hostname()}`, logger.child({ part: 'bus' })),
+    bus: await connectBus(config, `shellwego-server-${hostname()}`, logger.child({ part: 'bus' }), `server-${hostname()}-${config.apiPort}`),
   }), { shareBlobsDir: true, databaseUrl: config.databaseUrl });
 
   // Builds get their own bridge: a node on the same machine owns the apps' bridge and its IPs.
@@ -100,7 +102,7 @@ export async function startNode(config: SplitConfig, logger: Logger = pino({ lev
   await mkdir(config.nodeDataDir, { recursive: true, mode: 0o711 });
   await requireIsolation(config.isolation, 'apps and builds', logger);
   const nodeId = await stableNodeId(config.nodeDataDir);
-  const bus = await connectBus(config, `shellwego-node-${nodeId}`, logger.child({ part: 'bus' }));
+  const bus = await connectBus(config, `shellwego-node-${nodeId}`, logger.child({ part: 'bus' }), `node-${nodeId}`);
   const blobs = new FileBlobStore(config.blobsDir);
 
   const { runtime, router, agent } = await startNodeRole(config, { dataDir: config.nodeDataDir, nodeId, bus, blobs, logger });

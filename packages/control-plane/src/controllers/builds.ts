@@ -32,7 +32,8 @@ export class BuildController {
   async start(): Promise<void> {
     const { bus, store } = this.deps;
     this.listen();
-    this.subs.push(bus.subscribe<BuildResultMessage>(subjects.allBuildResults, (m) => this.onResult(m)));
+    // Shared by the control planes (queue group): whichever leads records each result once.
+    this.subs.push(bus.subscribe<BuildResultMessage>(subjects.allBuildResults, (m) => this.onResult(m), { queue: 'control-plane' }));
     for (const b of await store.builds.listUnfinished()) {
       this.deps.logger.info({ build: b.id }, 'resuming a build interrupted by a restart');
       this.deps.buildLogs.append(b.id, { ts: new Date().toISOString(), source: 'build', instanceId: null, type: null, line: '-----> The platform restarted during this build: building again' });

@@ -76,7 +76,9 @@ export class Deployer {
       bus.subscribe<ReconcileRequestMessage>(subjects.reconcileRequest, (m) =>
         m.organizationId && m.appId ? this.reconcileApp(m.organizationId, m.appId) : this.reconcileAll()),
       bus.subscribe<HeartbeatMessage>(subjects.heartbeat, (m) => this.onHeartbeat(m)),
-      bus.subscribe<InstanceStatusMessage>(subjects.instanceStatus, (m) => this.onInstanceStatus(m)),
+      // A queue group: with several control planes (and a durable bus) one consumer is shared, so a
+      // control plane that leads later does not replay statuses the leader before it handled.
+      bus.subscribe<InstanceStatusMessage>(subjects.instanceStatus, (m) => this.onInstanceStatus(m), { queue: 'control-plane' }),
       bus.subscribe(subjects.routesRequest, () => this.publishRoutes(true)),
       bus.subscribe<RouterStatsMessage>(subjects.routerStats, (m) => this.deployments.onRouterStats(m)),
     );

@@ -92,6 +92,8 @@ export class SplitPlatform {
   node!: Daemon;
   /** Servers added with addServer() (HA: same database, NATS and data dir, their own API port). */
   readonly extraServers: Daemon[] = [];
+  /** Nodes added with addNode(): their own data dir, bridge and router port. */
+  readonly extraNodes: ExtraNode[] = [];
   private env: () => Record<string, string> = () => ({});
   readonly nodeBridge = randomBridge();
   readonly nodeCidr = randomCidr(100 + Math.floor(Math.random() * 75));
@@ -177,6 +179,30 @@ export class SplitPlatform {
     return { daemon, apiUrl };
   }
 
+  /** Another node (agent + router) on this machine: its own data dir, bridge, IP range and router port. */
+  async addNode(): Promise<ExtraNode> {
+    const routerPort = await freePort();
+    const dataDir = await mkdtemp(join(tmpdir(), 'swg-split-node-'));
+    const bridge = randomBridge();
+    const cidr = randomCidr(20 + this.extraNodes.length * 5 + Math.floor(Math.random() * 5));
+    const daemon = new Daemon('node', () => ({
+      ...this.env(), SHELLWEGO_NODE_DATA_DIR: dataDir, SHELLWEGO_HTTP_PORT: String(routerPort), SHELLWEGO_BRIDGE: bridge, SHELLWEGO_BRIDGE_CIDR: cidr,
+    }), async (printed) => printed.includes('ShellWeGo node ') && (await get(routerPort, '/', 'nothing.localhost')) > 0);
+    const node: ExtraNode = { daemon, routerPort, dataDir, bridge };
+    this.extraNodes.push(node);
+    await daemon.start();
+    return node;
+  }
+
+  /**
+   * Power loss of a node: its daemon and every process started from its data dir (the app
+   * sandboxes) are SIGKILLed at once.
+   */
+  async powerOff(node: { daemon: Daemon; dataDir: string }): Promise<void> {
+    await node.daemon.kill9();
+    await exec('sh', ['-c', `pkill -9 -f "${node.dataDir}" || true`]).catch(() => {});
+  }
+
   killServer(): Promise<void> {
     return this.server.kill9();
   }
@@ -215,14 +241,22 @@ export class SplitPlatform {
     for (const d of this.extraServers) await d.stop();
     await this.server?.stop();
     await this.node?.stop();
+    for (const n of this.extraNodes) await n.daemon.stop();
     await this.nats?.stop();
-    for (const dir of [this.serverDir, this.nodeDir]) {
+    for (const dir of [this.serverDir, this.nodeDir, ...this.extraNodes.map((n) => n.dataDir)]) {
       // Anything still running from a data dir (apps left behind by kill -9) dies with it.
       await exec('sh', ['-c', `pkill -9 -f "${dir}" || true`]).catch(() => {});
     }
-    for (const bridge of [this.nodeBridge, this.buildBridge]) await exec('ip', ['link', 'del', bridge]).catch(() => {});
-    for (const dir of [this.serverDir, this.nodeDir]) await rm(dir, { recursive: true, force: true }).catch(() => {});
+    for (const bridge of [this.nodeBridge, this.buildBridge, ...this.extraNodes.map((n) => n.bridge)]) await exec('ip', ['link', 'del', bridge]).catch(() => {});
+    for (const dir of [this.serverDir, this.nodeDir, ...this.extraNodes.map((n) => n.dataDir)]) await rm(dir, { recursive: true, force: true }).catch(() => {});
   }
+}
+
+export interface ExtraNode {
+  daemon: Daemon;
+  routerPort: number;
+  dataDir: string;
+  bridge: string;
 }
 
 /** One split platform for the test file (see suiteFor in platform.ts). */

@@ -138,7 +138,7 @@ class NodeAgent implements Agent {
     this.state = 'started';
     this.heartbeat();
     this.reportAll();
-    const hb = setInterval(() => this.heartbeat(), this.opts.heartbeatMs ?? 5000);
+    const hb = setInterval(() => this.heartbeat(), this.opts.heartbeatMs ?? 2000);
     const st = setInterval(() => {
       this.reportAll();
       void this.scheduleReconcile();

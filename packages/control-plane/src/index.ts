@@ -47,6 +47,8 @@ export interface ControlPlaneOptions {
   settings: ControlPlaneSettings;
   /** Reconcile loop period; tests shorten it. */
   reconcileIntervalMs?: number;
+  /** A node silent this long is down and its instances are replaced elsewhere (default 10 s). */
+  nodeDownAfterMs?: number;
   /**
    * Which of several control planes on one database runs the controllers (ADR 0012); every one
    * serves the API. Default: this one alone (embedded store).
@@ -68,7 +70,7 @@ export async function createControlPlane(opts: ControlPlaneOptions): Promise<Con
   const events = new EventRecorder(store, bus);
   const logs = new LogStore(join(settings.dataDir, 'logs'));
   const buildLogs = new BuildLogs(join(settings.dataDir, 'build-logs'));
-  const deployer = new Deployer({ store, bus, secrets, events, logs, settings, logger: logger.child({ part: 'deployer' }) }, opts.reconcileIntervalMs);
+  const deployer = new Deployer({ store, bus, secrets, events, logs, settings, logger: logger.child({ part: 'deployer' }) }, opts.reconcileIntervalMs, opts.nodeDownAfterMs);
   const builds = new BuildController({ store, bus, secrets, events, logs, buildLogs, deployer, logger: logger.child({ part: 'builds' }) });
   const certificates = new CertificateManager({
     store, bus, secrets, events, logger: logger.child({ part: 'certificates' }), baseDomain: settings.baseDomain, dataDir: settings.dataDir,

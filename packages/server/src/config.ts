@@ -20,6 +20,8 @@ export interface AllInOneConfig {
   /** On SIGINT/SIGTERM, leave apps running for the next start to adopt (live restore). */
   keepAppsRunning: boolean;
   reconcileIntervalMs: number;
+  /** A node silent this long is down; its instances are replaced elsewhere (SHELLWEGO_NODE_DOWN_AFTER_MS, default 10 s). */
+  nodeDownAfterMs: number;
   /** HTTPS on the router and certificates: SHELLWEGO_TLS, SHELLWEGO_HTTPS_PORT, SHELLWEGO_ACME_* (see tls.ts). */
   tls: TlsConfig;
   /** Webhook fetches may reach private/loopback addresses (internal git servers, tests). */
@@ -72,6 +74,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv, overrides: Partial<AllInOn
     logLevel: env.SHELLWEGO_LOG_LEVEL || 'info',
     keepAppsRunning: env.SHELLWEGO_KEEP_APPS_RUNNING === '1',
     reconcileIntervalMs: Number(env.SHELLWEGO_RECONCILE_MS || 5000),
+    nodeDownAfterMs: millis('SHELLWEGO_NODE_DOWN_AFTER_MS', env.SHELLWEGO_NODE_DOWN_AFTER_MS, 10_000, 2_000),
     tls: tlsConfigFromEnv(env),
     fetchAllowPrivate: env.SHELLWEGO_FETCH_ALLOW_PRIVATE === '1',
     scheduling: schedulingFromEnv(env),
@@ -125,4 +128,12 @@ export function splitConfigFromEnv(env: NodeJS.ProcessEnv, overrides: Partial<Sp
     ...overrides,
     isolation: base.isolation,
   };
+}
+
+/** A duration in milliseconds from the environment: a whole number, at least `min`. */
+function millis(name: string, value: string | undefined, fallback: number, min: number): number {
+  if (value === undefined || value === '') return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min) throw new Error(`${name} must be a whole number of milliseconds, at least ${min}, got '${value}'`);
+  return n;
 }

@@ -72,6 +72,7 @@ export async function startControlPlaneRole<X extends { bus: Bus }>(
     store, bus: connected.bus, blobs, secrets, logger: logger.child({ part: 'control-plane' }),
     settings: { baseDomain: config.baseDomain, routerPort: config.routerPort, routerScheme: 'http', dataDir: config.dataDir, maxUploadBytes: config.maxUploadBytes, version: VERSION, tls: await tlsSettings(config.tls, config.tls.httpsPort), fetchAllowPrivate: config.fetchAllowPrivate, scheduling: config.scheduling },
     reconcileIntervalMs: config.reconcileIntervalMs,
+    nodeDownAfterMs: config.nodeDownAfterMs,
     // Several servers may share one PostgreSQL: one leads the controllers (ADR 0012).
     ...(opts.databaseUrl ? { leader: new PostgresLeaderElection(opts.databaseUrl) } : {}),
   });

@@ -15,7 +15,8 @@ import { DEFAULT_SCHEDULING, leavingNodes, place } from './scheduler.ts';
 import type { NodeLoad } from './scheduler.ts';
 
 const WEB_PORT = 5000;
-const NODE_DOWN_AFTER_MS = 30_000;
+/** A node whose last heartbeat is older than this is down (agents beat every 2 s). */
+export const DEFAULT_NODE_DOWN_AFTER_MS = 10_000;
 
 /**
  * The deployer is the control plane's reconcile loop: it turns desired state (current release,
@@ -33,6 +34,8 @@ export class Deployer {
   private lastRouteTable: RouteTableMessage | null = null;
   /** Heartbeats missed while this control plane was down do not make a node dead. */
   private readonly startedAt = Date.now();
+  private nodeTimer: NodeJS.Timeout | null = null;
+  private nodeCheck: Promise<void> | null = null;
   private lastAssignments = new Map<string, string>();
   /** Timed passes per app (drain deadlines, canary steps, health deadlines): appId → [at, timer]. */
   private wakeups = new Map<string, [number, NodeJS.Timeout]>();
@@ -47,6 +50,7 @@ export class Deployer {
   constructor(
     private readonly deps: { store: Store; bus: Bus; secrets: SecretBox; events: EventRecorder; logs: LogStore; settings: ControlPlaneSettings; logger: Logger },
     private readonly intervalMs = 5000,
+    private readonly nodeDownAfterMs = DEFAULT_NODE_DOWN_AFTER_MS,
   ) {
     this.deployments = new DeploymentController({
       store: deps.store, secrets: deps.secrets, events: deps.events, logs: deps.logs, logger: deps.logger.child({ part: 'deployments' }),
@@ -84,12 +88,16 @@ export class Deployer {
     );
     this.timer = setInterval(() => void this.reconcileAll().catch((err) => this.deps.logger.error({ err }, 'reconcile pass failed')), this.intervalMs);
     this.timer.unref();
+    // Node failures are looked for every second, not every pass: failover time is the timeout plus this.
+    this.nodeTimer = setInterval(() => void this.markDeadNodes().catch((err) => this.deps.logger.error({ err }, 'node check failed')), Math.min(1000, this.nodeDownAfterMs));
+    this.nodeTimer.unref();
   }
 
   async stop(): Promise<void> {
     for (const s of this.subs) s.unsubscribe();
     this.subs = [];
     if (this.timer) clearInterval(this.timer);
+    if (this.nodeTimer) clearInterval(this.nodeTimer);
     this.stopped = true;
     this.leading = false;
     for (const [, t] of this.wakeups.values()) clearTimeout(t);
@@ -265,15 +273,46 @@ export class Deployer {
     }
   }
 
-  private async markDeadNodes(): Promise<void> {
+  /**
+   * A node silent for longer than the timeout is down: its instances are written off (stopped in
+   * the store) and replaced on other nodes at once. If it comes back, its assignments no longer
+   * list them, so its agent stops them: a singleton never runs twice for long.
+   */
+  private markDeadNodes(): Promise<void> {
+    // The periodic check and a reconcile pass may ask at once: one check at a time.
+    this.nodeCheck ??= this.checkNodes().finally(() => {
+      this.nodeCheck = null;
+    });
+    return this.nodeCheck;
+  }
+
+  private async checkNodes(): Promise<void> {
     const { store } = this.deps;
     const now = Date.now();
-    if (now - this.startedAt < NODE_DOWN_AFTER_MS) return;
+    // A control plane that just started heard no heartbeat yet: give nodes one timeout first.
+    if (now - this.startedAt < this.nodeDownAfterMs) return;
     for (const n of await store.nodes.list()) {
-      if (n.state === 'ready' && n.lastHeartbeatAt && now - Date.parse(n.lastHeartbeatAt) > NODE_DOWN_AFTER_MS) {
-        await store.nodes.setState(n.id, 'down');
-        this.deps.logger.warn({ node: n.id }, 'node missed heartbeats: marked down');
+      if (n.state !== 'ready' || !n.lastHeartbeatAt || now - Date.parse(n.lastHeartbeatAt) <= this.nodeDownAfterMs) continue;
+      await store.nodes.setState(n.id, 'down');
+      const silent = ((now - Date.parse(n.lastHeartbeatAt)) / 1000).toFixed(1);
+      this.deps.logger.warn({ node: n.id, silentSeconds: silent }, 'node missed heartbeats: marked down, replacing its instances');
+      const lost = (await store.instances.listByNode(n.id)).filter((i) => i.desired === 'running');
+      const apps = new Map<string, InstanceRow[]>();
+      for (const i of lost) {
+        await store.instances.update(i.id, { desired: 'stopped', state: 'stopped', address: null, lastLog: [`node ${n.name} stopped answering (${silent}s without a heartbeat): replaced on another node`] });
+        apps.set(i.appId, [...(apps.get(i.appId) ?? []), i]);
       }
+      for (const [appId, list] of apps) {
+        const first = list[0];
+        const names = list.map((i) => `${i.processType}.${i.index}`).join(', ');
+        this.deps.logs.platform(appId, `Node ${n.name} is down: replacing ${names} on other nodes`);
+        await this.deps.events.record({
+          organizationId: first.organizationId, appId, type: 'node.down', message: `Node ${n.name} stopped answering: ${names} replaced on other nodes`,
+          data: { nodeId: n.id, instances: list.map((i) => i.id) },
+        });
+        await this.reconcileApp(first.organizationId, appId);
+      }
+      if (apps.size === 0) await this.publishRoutes(false);
     }
   }
 

@@ -298,6 +298,24 @@ export interface DeploySettingsTable {
   updated_at: string;
 }
 
+/** A join token for nodes (migration 0008): only the secret's sha256 is kept. */
+export interface JoinTokensTable {
+  id: string;
+  token_hash: string;
+  uses_left: number;
+  expires_at: string;
+  created_by: string;
+  created_at: string;
+}
+
+/** A joined node's credential (migration 0008): the sha256 of its secret. */
+export interface NodeCredentialsTable {
+  node_id: string;
+  secret_hash: string;
+  join_token_id: string;
+  created_at: string;
+}
+
 export interface Database {
   users: UsersTable;
   organizations: OrganizationsTable;
@@ -320,6 +338,8 @@ export interface Database {
   deployments: DeploymentsTable;
   deploy_settings: DeploySettingsTable;
   image_builds: ImageBuildsTable;
+  join_tokens: JoinTokensTable;
+  node_credentials: NodeCredentialsTable;
 }
 
 /**
@@ -358,6 +378,9 @@ export const UNIQUE_CONSTRAINTS = {
   deployments_pkey: 'deployments(id)',
   deploy_settings_pkey: 'deploy_settings(app_id)',
   image_builds_pkey: 'image_builds(build_id)',
+  join_tokens_pkey: 'join_tokens(id)',
+  join_tokens_token_hash_key: 'join_tokens(token_hash)',
+  node_credentials_pkey: 'node_credentials(node_id)',
 } as const;
 
 /** The constraints callers are expected to meet; compare with `StoreConflictError.constraint`. */

@@ -7,6 +7,7 @@ import * as m0004 from './0004_deployments.ts';
 import * as m0005 from './0005_webhooks.ts';
 import * as m0006 from './0006_image_builds.ts';
 import * as m0007 from './0007_node_scheduling.ts';
+import * as m0008 from './0008_node_credentials.ts';
 
 /**
  * Every migration, by name. Names sort in the order they run (Kysely sorts them); never rename
@@ -20,6 +21,7 @@ export const migrations: Record<string, Migration> = {
   '0005_webhooks': m0005,
   '0006_image_builds': m0006,
   '0007_node_scheduling': m0007,
+  '0008_node_credentials': m0008,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

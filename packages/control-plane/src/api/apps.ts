@@ -6,7 +6,7 @@ import type { ControlPlaneContext } from '../context.ts';
 import type { Handlers } from '../http.ts';
 import { createRelease, readConfig, toRelease } from '../releases.ts';
 import { startSourceBuild } from '../source-builds.ts';
-import { REPLACE_REQUESTED } from '../controllers/plan.ts';
+import { replaceRequested } from '../controllers/plan.ts';
 import { toApp, toBuild, toFormation, toInstance } from './convert.ts';
 
 export async function findApp(cp: ControlPlaneContext, organizationId: string, nameOrId: string): Promise<AppRow> {
@@ -54,7 +54,7 @@ export const appHandlers = {
     if (app.plan !== body.plan) {
       // New limits apply to new processes: replace the running ones, one by one without downtime.
       for (const i of await cp.store.instances.listByApp(app.organizationId, app.id)) {
-        if (i.desired === 'running' && i.stopAfter === null) await cp.store.instances.update(i.id, { restartGeneration: REPLACE_REQUESTED });
+        if (i.desired === 'running' && i.stopAfter === null) await cp.store.instances.update(i.id, { restartGeneration: replaceRequested(i.restartGeneration) });
       }
       await cp.deployer.reconcileApp(app.organizationId, app.id);
     }
@@ -181,7 +181,7 @@ export const appHandlers = {
     for (const i of await cp.store.instances.listByApp(app.organizationId, app.id)) {
       if (i.desired !== 'running' || i.stopAfter !== null || (body.type && i.processType !== body.type)) continue;
       // Replaced like a deploy: a new instance starts, the old one drains once it is ready.
-      await cp.store.instances.update(i.id, { restartGeneration: REPLACE_REQUESTED });
+      await cp.store.instances.update(i.id, { restartGeneration: replaceRequested(i.restartGeneration) });
       n++;
     }
     await cp.events.record({ organizationId: app.organizationId, appId: app.id, type: 'app.restarted', message: `Restarted ${body.type ?? 'all'} (${n} instance${n === 1 ? '' : 's'}) by ${auth.user.email}`, data: { type: body.type ?? null, count: n } });

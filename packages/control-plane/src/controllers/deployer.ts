@@ -8,7 +8,7 @@ import type { EventRecorder } from '../events.ts';
 import type { LogStore } from '../logs.ts';
 import type { ControlPlaneSettings } from '../context.ts';
 import { metrics } from '../metrics.ts';
-import { planApp, routeBackends } from './plan.ts';
+import { agentGeneration, planApp, routeBackends } from './plan.ts';
 import type { PlanDeployment } from './plan.ts';
 import { DeploymentController } from './deployments.ts';
 import { DEFAULT_SCHEDULING, leavingNodes, place } from './scheduler.ts';
@@ -387,7 +387,7 @@ export class Deployer {
           env: { ...rel.env, SHELLWEGO_APP: app.name, SHELLWEGO_RELEASE: `v${rel.row.version}`, SHELLWEGO_INSTANCE: i.id },
           artifactDigest: rel.row.artifactDigest, limits: { memoryMb: plan.memoryMb, cpus: plan.cpus, pids: plan.pids },
           // A replacement marker (negative) is the control plane's business: the agent keeps the process.
-          port: WEB_PORT, restartGeneration: Math.max(0, i.restartGeneration), stopTimeoutMs: settingsCache.get(app.id)!.stopTimeoutSeconds * 1000,
+          port: WEB_PORT, restartGeneration: agentGeneration(i.restartGeneration), stopTimeoutMs: settingsCache.get(app.id)!.stopTimeoutSeconds * 1000,
           ...(readiness ? { readiness } : {}),
         });
       }

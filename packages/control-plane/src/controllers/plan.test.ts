@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { DEFAULT_DEPLOY_SETTINGS } from '@shellwego/core';
 import type { DeploySettingsT, DeployStrategy } from '@shellwego/core';
 import type { InstanceRow } from '@shellwego/store';
-import { canaryCount, planApp, routeBackends } from './plan.ts';
+import { agentGeneration, canaryCount, planApp, replaceRequested, routeBackends } from './plan.ts';
 import type { PlanDeployment, PlanInput } from './plan.ts';
 
 let seq = 0;
@@ -208,6 +208,9 @@ test('restart: instances marked for replacement are replaced one by one like a r
   p = plan({ targetReleaseId: 'r1', instances: withNew });
   assert.deepEqual(p.drain, ['o3']);
   assert.deepEqual(p.create, [{ type: 'web', index: 2 }]);
+  // The marker keeps the generation the agent runs, so marking never restarts a process in place.
+  assert.deepEqual([replaceRequested(0), replaceRequested(3), replaceRequested(-4)], [-1, -4, -4]);
+  assert.deepEqual([agentGeneration(-1), agentGeneration(-4), agentGeneration(2)], [0, 3, 2]);
   // Scaling up at the same time: the 2 slots that replace nothing start at once.
   p = plan({ targetReleaseId: 'r1', formation: [{ type: 'web', quantity: 5 }], instances: marked });
   assert.equal(p.create.length, 2);

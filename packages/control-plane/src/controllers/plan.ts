@@ -57,10 +57,13 @@ export interface PlanInput {
 
 /**
  * `restart` (and a plan change) marks instances for replacement with a negative
- * `restartGeneration`: the planner replaces them like instances of an older release — new
- * instance first, the old one drains once it is ready — so a restart never drops a request.
+ * `restartGeneration` (-(g + 1), so the agent still sees g): the planner replaces them like
+ * instances of an older release — new instance first, the old one drains once it is ready — so a
+ * restart never drops a request.
  */
-export const REPLACE_REQUESTED = -1;
+export const replaceRequested = (restartGeneration: number): number => (restartGeneration < 0 ? restartGeneration : -(restartGeneration + 1));
+/** The generation the agent knows, whether or not a replacement was requested. */
+export const agentGeneration = (restartGeneration: number): number => (restartGeneration < 0 ? -restartGeneration - 1 : restartGeneration);
 export const isCurrent = (i: InstanceRow, target: string | null): boolean => i.releaseId === target && i.restartGeneration >= 0;
 
 /** Serving: asked to run and not on its way out. */

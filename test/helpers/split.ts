@@ -194,6 +194,36 @@ export class SplitPlatform {
     return node;
   }
 
+  // ---------- node join ----------
+  /**
+   * A node that joins over the network with a join token, as on another machine: its own data
+   * dir, bridge and router port, NO blob directory (SHELLWEGO_DATA_DIR points nowhere either):
+   * artifacts come from the API. Set `token` to null before a restart: the saved credentials do.
+   */
+  joinedNode(token: string): JoinedNode {
+    const dataDir = join(tmpdir(), `swg-split-joined-${Math.random().toString(36).slice(2, 10)}`);
+    const bridge = randomBridge();
+    const cidr = randomCidr(50 + this.extraNodes.length * 5 + Math.floor(Math.random() * 5));
+    const node = { routerPort: 0, dataDir, bridge, token } as JoinedNode;
+    node.daemon = new Daemon('node', () => {
+      const { SHELLWEGO_BLOBS_DIR: _local, ...env } = this.env();
+      return {
+        ...env, SHELLWEGO_DATA_DIR: join(dataDir, 'not-the-server'), SHELLWEGO_NODE_DATA_DIR: dataDir, SHELLWEGO_HTTP_PORT: String(node.routerPort),
+        SHELLWEGO_BRIDGE: bridge, SHELLWEGO_BRIDGE_CIDR: cidr, SHELLWEGO_JOIN_URL: this.apiUrl, ...(node.token ? { SHELLWEGO_JOIN_TOKEN: node.token } : {}),
+      };
+    }, async (printed) => printed.includes('ShellWeGo node ') && (await get(node.routerPort, '/', 'nothing.localhost')) > 0);
+    this.extraNodes.push(node);
+    return node;
+  }
+
+  /** joinedNode(), started (fails with the node's output when it does not come up). */
+  async addJoinedNode(token: string): Promise<JoinedNode> {
+    const node = this.joinedNode(token);
+    node.routerPort = await freePort();
+    await node.daemon.start();
+    return node;
+  }
+
   /**
    * Power loss of a node: its daemon and every process started from its data dir (the app
    * sandboxes) are SIGKILLed at once.
@@ -220,8 +250,13 @@ export class SplitPlatform {
 
   /** Body of a GET through the node's router. */
   fetchViaRouter(app: string, path = '/'): Promise<{ status: number; body: string }> {
+    return this.fetchViaRouterPort(this.routerPort, app, path);
+  }
+
+  /** Body of a GET through the router on `port` (another node's). */
+  fetchViaRouterPort(port: number, app: string, path = '/'): Promise<{ status: number; body: string }> {
     return new Promise((res, rej) => {
-      const req = httpRequest({ host: '127.0.0.1', port: this.routerPort, path, headers: { host: `${app}.localhost` } }, (r) => {
+      const req = httpRequest({ host: '127.0.0.1', port, path, headers: { host: `${app}.localhost` } }, (r) => {
         const chunks: Buffer[] = [];
         r.on('data', (c: Buffer) => chunks.push(c));
         r.on('end', () => res({ status: r.statusCode ?? 0, body: Buffer.concat(chunks).toString() }));
@@ -257,6 +292,11 @@ export interface ExtraNode {
   routerPort: number;
   dataDir: string;
   bridge: string;
+}
+
+/** A node added with joinedNode(): `token` goes to its next start (null: rely on saved credentials). */
+export interface JoinedNode extends ExtraNode {
+  token: string | null;
 }
 
 /** One split platform for the test file (see suiteFor in platform.ts). */

@@ -27,6 +27,7 @@ import { deploymentHandlers } from './api/deployments.ts';
 import { runToCompletion } from './oneoff.ts';
 import { imageHandlers } from './api/images.ts';
 import { nodeHandlers } from './api/nodes.ts';
+import { nodeJoinHandlers } from './api/node-join.ts';
 
 export { SecretBox } from './secrets.ts';
 export { startOneOff, runToCompletion } from './oneoff.ts';
@@ -36,7 +37,7 @@ export type { TlsMode, TlsSettings } from './domains/manager.ts';
 export type { BootstrapResult } from './auth.ts';
 export { hashPassword, verifyPassword } from './passwords.ts';
 
-export const handlers: Handlers = { ...identityHandlers, ...appHandlers, ...streamHandlers, ...webhookHandlers, ...deploymentHandlers, ...imageHandlers, ...domainHandlers, ...nodeHandlers };
+export const handlers: Handlers = { ...identityHandlers, ...appHandlers, ...streamHandlers, ...webhookHandlers, ...deploymentHandlers, ...imageHandlers, ...domainHandlers, ...nodeHandlers, ...nodeJoinHandlers };
 
 export interface ControlPlaneOptions {
   store: Store;

@@ -606,6 +606,31 @@ export const routes = {
     params: AppParams, body: Placement, response: Placement,
   }),
   // ---------- end node scheduling ----------
+  // ---------- node join ----------
+  createJoinToken: route({
+    method: 'POST', path: '/v1/nodes/join-tokens', summary: 'Create a token a node joins with (`shellwego-server node --join`); the secret is shown once', auth: 'token', scope: 'platform:admin', role: 'viewer',
+    body: strict({
+      expiresInSeconds: z.number().int().min(1).max(30 * 86_400).default(3600).describe('validity in seconds, up to 30 days (default 1 hour)'),
+      uses: z.number().int().min(1).max(1000).default(1).describe('how many nodes may join with it (default 1)'),
+    }),
+    response: z.object({ id: z.string(), token: z.string(), expiresAt: z.string(), uses: z.number() }), status: 201,
+  }),
+  joinNode: route({
+    method: 'POST', path: '/v1/nodes/join', summary: 'A node joins with a join token and gets its own credentials (public: the token is the credential)', auth: 'none',
+    body: strict({
+      token: z.string().min(1).max(200),
+      name: z.string().trim().min(1).max(253),
+      isolation: z.string().min(1).max(32),
+      capacity: strict({ cpus: z.number().int().min(1).max(4096), memoryMb: z.number().int().min(1), diskMb: z.number().int().min(0).optional() }),
+    }),
+    response: z.object({ nodeId: z.string(), secret: z.string() }), status: 201,
+  }),
+  getNodeBlob: route({
+    method: 'GET', path: '/v1/node/blobs/:digest', summary: 'A build artifact by sha256, for nodes (Authorization: Node <node id>:<secret>; streams application/octet-stream)', auth: 'none',
+    params: z.strictObject({ digest: z.string().regex(/^[0-9a-f]{64}$/, 'a sha256 digest: 64 lowercase hex characters') }),
+    response: z.unknown(),
+  }),
+  // ---------- end node join ----------
 } as const satisfies Record<string, RouteDef>;
 
 export type Routes = typeof routes;

@@ -101,6 +101,12 @@ export interface SplitConfig extends AllInOneConfig {
   blobsDir: string;
   /** node: its own state (node id, sandboxes, agent state), apart from the server's data dir. */
   nodeDataDir: string;
+  /** node: join the control plane at this API URL and fetch artifacts from it (SHELLWEGO_JOIN_URL / --join). */
+  joinUrl: string | null;
+  /** node: the join token for the first start (SHELLWEGO_JOIN_TOKEN / --token); later starts use the saved credentials. */
+  joinToken: string | null;
+  /** node: the https API's certificate fingerprint to pin at join (SHELLWEGO_CA_FINGERPRINT / --ca-fingerprint); without it, trust on first use. */
+  caFingerprint: string | null;
   /** server: the builder's sandbox bridge, apart from the node's so one machine can run both. */
   buildBridgeName: string;
   buildBridgeCidr: string;
@@ -123,6 +129,9 @@ export function splitConfigFromEnv(env: NodeJS.ProcessEnv, overrides: Partial<Sp
     natsJetStream: overrides.natsJetStream ?? ['1', 'true', 'yes'].includes((env.SHELLWEGO_NATS_JETSTREAM ?? '').toLowerCase()),
     blobsDir: resolve(env.SHELLWEGO_BLOBS_DIR || `${base.dataDir}/blobs`),
     nodeDataDir: resolve(env.SHELLWEGO_NODE_DATA_DIR || '.shellwego-node'),
+    joinUrl: env.SHELLWEGO_JOIN_URL || null,
+    joinToken: env.SHELLWEGO_JOIN_TOKEN || null,
+    caFingerprint: env.SHELLWEGO_CA_FINGERPRINT || null,
     buildBridgeName: env.SHELLWEGO_BUILD_BRIDGE || 'swgb0',
     buildBridgeCidr: env.SHELLWEGO_BUILD_BRIDGE_CIDR || '10.90.0.0/16',
     ...overrides,

@@ -59,8 +59,11 @@ program
   .description('run a node: agent and router, taking assignments and route tables over NATS; keeps serving while the server is away')
   .option('--nats <url>', 'NATS server URL(s), comma-separated (SHELLWEGO_NATS_URL; default nats://127.0.0.1:4222)')
   .option('--data-dir <dir>', "the node's own state: node id, sandboxes, agent state (SHELLWEGO_NODE_DATA_DIR; default .shellwego-node)")
-  .option('--blobs-dir <dir>', "the server's blob directory, read locally: the node must run on the server's machine for now " +
-    '(fetching artifacts over the network is not built yet) (SHELLWEGO_BLOBS_DIR; default <SHELLWEGO_DATA_DIR>/blobs)')
+  .option('--blobs-dir <dir>', "the server's blob directory, read locally by a node on the server's machine that did not join with a token " +
+    '(SHELLWEGO_BLOBS_DIR; default <SHELLWEGO_DATA_DIR>/blobs)')
+  .option('--join <url>', "the control plane's API URL: join it over the network and fetch artifacts from it (SHELLWEGO_JOIN_URL)")
+  .option('--token <token>', 'join token for the first start, from `shellwego nodes token` (SHELLWEGO_JOIN_TOKEN); later starts use the saved node credentials')
+  .option('--ca-fingerprint <sha256:hex>', "https API: the certificate fingerprint to pin at join (SHELLWEGO_CA_FINGERPRINT); without it the certificate seen at join is pinned (trust on first use)")
   .option('--isolation <mode>', isolationHelp)
   .option('--keep-apps-running', 'on shutdown, leave apps running for the next start to adopt')
   .action((opts: SplitCommandOptions) => runSplit('node', opts));

@@ -9,6 +9,7 @@ import { cpus, hostname, totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Bus } from '@shellwego/bus';
+import type { BlobStore } from '@shellwego/core';
 import { FileBlobStore, PostgresLeaderElection, openPostgresStore, openSqliteStore } from '@shellwego/store';
 import type { Store } from '@shellwego/store';
 import { createControlPlane, SecretBox } from '@shellwego/control-plane';
@@ -102,7 +103,7 @@ export function startBuilder(config: AllInOneConfig, parts: { bus: Bus; blobs: F
  */
 export async function startNodeRole<X extends object = Record<never, never>>(
   config: AllInOneConfig,
-  parts: { dataDir: string; nodeId: string; bus: Bus; blobs: FileBlobStore; logger: Logger },
+  parts: { dataDir: string; nodeId: string; bus: Bus; blobs: BlobStore; logger: Logger },
   beforeAgent?: (started: { runtime: Awaited<ReturnType<typeof createRuntime>>; router: Router }) => X,
 ) {
   const { dataDir, nodeId, bus, blobs, logger } = parts;

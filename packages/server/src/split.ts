@@ -11,11 +11,13 @@ import { pino } from 'pino';
 import type { Logger } from 'pino';
 import { connectNatsBus, defaultDurableStreams } from '@shellwego/bus';
 import type { NatsBus } from '@shellwego/bus';
-import { FileBlobStore } from '@shellwego/store';
+import { FileBlobStore, HttpBlobStore } from '@shellwego/store';
 import type { BootstrapResult } from '@shellwego/control-plane';
 import { splitConfigFromEnv } from './config.ts';
 import type { SplitConfig } from './config.ts';
 import { stableNodeId } from './util.ts';
+import { nodeCredentials } from './node-join.ts';
+import { join } from 'node:path';
 import { adminLoginLines, exitOnStartupError, requireIsolation, startBuilder, startControlPlaneRole, startNodeRole, startRuntime, stopOnSignals, urlHost } from './roles.ts';
 
 export interface SplitServer {
@@ -29,6 +31,8 @@ export interface SplitServer {
 
 export interface SplitNode {
   nodeId: string;
+  /** Where artifacts come from: the control plane's URL (joined by token) or a local blob directory. */
+  blobsFrom: string;
   routerUrl: string;
   routerPort: number;
   httpsUrl: string | null;
@@ -93,17 +97,26 @@ export async function startServer(config: SplitConfig, logger: Logger = pino({ l
   };
 }
 
-/** `node`: agent and router. Its state lives in its own data dir; artifacts come from blobsDir. */
+/**
+ * `node`: agent and router. Its state lives in its own data dir; artifacts come from the control
+ * plane over HTTP when the node joined with a token, else from blobsDir on this machine.
+ */
 export async function startNode(config: SplitConfig, logger: Logger = pino({ level: config.logLevel })): Promise<SplitNode> {
-  await access(config.blobsDir).catch(() => {
-    throw new Error(`blob directory ${config.blobsDir} does not exist: point --blobs-dir (SHELLWEGO_BLOBS_DIR) at the blobs/ ` +
-      "directory in the server's data dir (nodes read build artifacts from it; fetching them over the network comes later)");
-  });
+  // Joining comes first: a refused join token starts, creates (and registers) nothing.
+  const creds = await nodeCredentials({ dataDir: config.nodeDataDir, joinUrl: config.joinUrl, joinToken: config.joinToken, caFingerprint: config.caFingerprint, isolation: config.isolation });
+  if (!creds) {
+    await access(config.blobsDir).catch(() => {
+      throw new Error(`blob directory ${config.blobsDir} does not exist: point --blobs-dir (SHELLWEGO_BLOBS_DIR) at the blobs/ ` +
+        "directory in the server's data dir (nodes on this machine read build artifacts from it), or join over the network with --join <API URL> --token <join token>");
+    });
+  }
   await mkdir(config.nodeDataDir, { recursive: true, mode: 0o711 });
   await requireIsolation(config.isolation, 'apps and builds', logger);
-  const nodeId = await stableNodeId(config.nodeDataDir);
+  const nodeId = creds?.nodeId ?? await stableNodeId(config.nodeDataDir);
   const bus = await connectBus(config, `shellwego-node-${nodeId}`, logger.child({ part: 'bus' }), `node-${nodeId}`);
-  const blobs = new FileBlobStore(config.blobsDir);
+  const blobs = creds
+    ? new HttpBlobStore({ apiUrl: creds.apiUrl, authorization: `Node ${creds.nodeId}:${creds.secret}`, cacheDir: join(config.nodeDataDir, 'blobs'), pin: creds.pin })
+    : new FileBlobStore(config.blobsDir);
 
   const { runtime, router, agent } = await startNodeRole(config, { dataDir: config.nodeDataDir, nodeId, bus, blobs, logger });
 
@@ -111,6 +124,7 @@ export async function startNode(config: SplitConfig, logger: Logger = pino({ lev
   let closed = false;
   return {
     nodeId,
+    blobsFrom: creds ? `${creds.apiUrl} (joined; verified copies cached in ${join(config.nodeDataDir, 'blobs')})` : `${config.blobsDir} (the server's blob directory, read locally)`,
     routerUrl: `http://${hostForUrl}:${router.port}`,
     routerPort: router.port,
     httpsUrl: router.httpsPort === null ? null : `https://${hostForUrl}:${router.httpsPort}`,
@@ -133,6 +147,9 @@ export interface SplitCommandOptions {
   dataDir?: string;
   blobsDir?: string;
   keepAppsRunning?: boolean;
+  join?: string;
+  token?: string;
+  caFingerprint?: string;
 }
 
 /** The `server` and `node` commands of main.ts: config errors exit 2, startup errors exit 1. */
@@ -144,6 +161,9 @@ export async function runSplit(role: 'server' | 'node', opts: SplitCommandOption
       ...(opts.nats ? { SHELLWEGO_NATS_URL: opts.nats } : {}),
       ...(opts.database ? { SHELLWEGO_DATABASE_URL: opts.database } : {}),
       ...(opts.blobsDir ? { SHELLWEGO_BLOBS_DIR: opts.blobsDir } : {}),
+      ...(opts.join ? { SHELLWEGO_JOIN_URL: opts.join } : {}),
+      ...(opts.token ? { SHELLWEGO_JOIN_TOKEN: opts.token } : {}),
+      ...(opts.caFingerprint ? { SHELLWEGO_CA_FINGERPRINT: opts.caFingerprint } : {}),
       ...(opts.dataDir ? { [role === 'server' ? 'SHELLWEGO_DATA_DIR' : 'SHELLWEGO_NODE_DATA_DIR']: opts.dataDir } : {}),
     }, {
       ...(opts.isolation ? { isolation: opts.isolation } : {}),
@@ -164,7 +184,8 @@ export async function runSplit(role: 'server' | 'node', opts: SplitCommandOption
         `\nShellWeGo control plane is running (builds: ${config.isolation}, data: ${config.dataDir}, database: ${config.databaseUrl ? `PostgreSQL ${new URL(config.databaseUrl).host}` : 'SQLite'}, NATS: ${config.natsUrls.join(',')})\n` +
         `  API:      ${s.apiUrl}   (OpenAPI: ${s.apiUrl}/v1/openapi.json)\n` +
         login +
-        `  Nodes:    run \`shellwego-server node --nats ${config.natsUrls.join(',')} --blobs-dir ${s.blobsDir}\` on this machine\n` +
+        `  Nodes:    run \`shellwego-server node --nats ${config.natsUrls.join(',')} --blobs-dir ${s.blobsDir}\` on this machine,\n` +
+        `            or elsewhere: \`shellwego-server node --nats <url> --join ${s.apiUrl} --token <from shellwego nodes token>\`\n` +
         `            (apps are served by the nodes' routers: http://<app>.${config.baseDomain}:${config.routerPort})\n` +
         `  Log in:   npx shellwego login --email ${b.email} --api ${s.apiUrl}${b.generatedPassword ? ` --password ${b.generatedPassword}` : ''}\n\n`,
       );
@@ -174,7 +195,7 @@ export async function runSplit(role: 'server' | 'node', opts: SplitCommandOption
       process.stdout.write(
         `\nShellWeGo node ${n.nodeId} is running (isolation: ${config.isolation}, data: ${config.nodeDataDir}, NATS: ${config.natsUrls.join(',')})\n` +
         `  Apps:     http://<app>.${config.baseDomain}:${n.routerPort}${n.httpsUrl ? `   and https on port ${new URL(n.httpsUrl).port}` : ''}\n` +
-        `  Blobs:    ${config.blobsDir} (the server's blob directory, read locally)\n` +
+        `  Blobs:    ${n.blobsFrom}\n` +
         `  The node keeps serving its apps while the control plane is away.\n\n`,
       );
     }

@@ -26,6 +26,8 @@ import type { ImageBuildsRepo } from './types.ts';
 import { Deployments } from './repos/deployments.ts';
 import { Certificates, Domains } from './repos/domains.ts';
 import { Placements } from './repos/placements.ts';
+import { NodeJoin } from './repos/node-join.ts';
+import type { NodeJoinRepo } from './types.ts';
 import type { NodeHeartbeatRow, PlacementsRepo } from './types.ts';
 
 type Db = Kysely<Database>;
@@ -69,6 +71,7 @@ export class KyselyStore implements Store {
   readonly webhooks: WebhooksRepo;
   readonly deployments: DeploymentsRepo;
   readonly imageBuilds: ImageBuildsRepo;
+  readonly nodeJoin: NodeJoinRepo;
 
   readonly #db: Db;
   /** Identity shared by a store and the stores bound to its transactions. */
@@ -107,6 +110,7 @@ export class KyselyStore implements Store {
     this.webhooks = translated(new Webhooks(ctx));
     this.deployments = translated(new Deployments(ctx));
     this.imageBuilds = translated(new ImageBuilds(ctx));
+    this.nodeJoin = translated(new NodeJoin(ctx));
   }
 
   async transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T> {

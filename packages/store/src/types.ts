@@ -199,6 +199,26 @@ export interface WebhookDeliveryRow {
 export interface ImageBuildRow {
   buildId: string; organizationId: string; appId: string; reference: string; credentialsSealed: string | null; createdAt: string;
 }
+/** A node join token (migration 0008); the secret itself is never stored. */
+export interface JoinTokenRow { id: string; tokenHash: string; usesLeft: number; expiresAt: string; createdBy: string; createdAt: string }
+/** A joined node's credential: the sha256 of the secret it got at join. */
+export interface NodeCredentialRow { nodeId: string; secretHash: string; joinTokenId: string; createdAt: string }
+/** Why a join token was refused (nothing was consumed). */
+export type JoinTokenRefusal = 'unknown' | 'used' | 'expired';
+
+export interface NodeJoinRepo {
+  createToken(row: Omit<JoinTokenRow, 'createdAt'>): Promise<JoinTokenRow>;
+  /**
+   * Takes one use of the token with this hash, atomically (a single conditional UPDATE: two joins
+   * racing for the last use cannot both win); the refusal says why when none was left.
+   */
+  consumeToken(tokenHash: string, now: string): Promise<{ ok: true; token: JoinTokenRow } | { ok: false; reason: JoinTokenRefusal }>;
+  setCredential(row: Omit<NodeCredentialRow, 'createdAt'>): Promise<void>;
+  credential(nodeId: string): Promise<NodeCredentialRow | undefined>;
+  /** Revokes a node's credentials (the node is forgotten); false when it had none. */
+  deleteCredential(nodeId: string): Promise<boolean>;
+}
+
 export interface ImageBuildsRepo {
   create(row: Omit<ImageBuildRow, 'createdAt'>): Promise<ImageBuildRow>;
   get(organizationId: string, buildId: string): Promise<ImageBuildRow | undefined>;
@@ -311,6 +331,7 @@ export interface Store {
   certificates: CertificatesRepo;
   webhooks: WebhooksRepo;
   imageBuilds: ImageBuildsRepo;
+  nodeJoin: NodeJoinRepo;
   /** Runs `fn` in one database transaction; the Store passed to `fn` is bound to it. */
   transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T>;
   /** Applied migration names, oldest first. */

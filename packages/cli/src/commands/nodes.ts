@@ -25,6 +25,13 @@ export function parseLabelArgs(args: string[]): Record<string, string | null> {
   return out;
 }
 
+/** `90s`, `30m`, `1h`, `7d` → seconds. */
+export function parseDuration(v: string): number {
+  const m = /^(\d+)(s|m|h|d)$/.exec(v.trim());
+  if (!m) throw new UsageError(`'${v}' is not a duration: use a number with s, m, h or d (e.g. 30m, 1h, 7d)`);
+  return Number(m[1]) * { s: 1, m: 60, h: 3600, d: 86_400 }[m[2] as 's' | 'm' | 'h' | 'd'];
+}
+
 function effect(e: string, arg: string): TaintEffect {
   if (!(TAINT_EFFECTS as readonly string[]).includes(e)) throw new UsageError(`'${arg}': the effect must be one of ${TAINT_EFFECTS.join(', ')}`);
   return e as TaintEffect;
@@ -107,6 +114,22 @@ export function registerNodes(program: Command, ctx: Ctx): void {
   stateCommand('uncordon', 'ready', 'take new instances again (ends a cordon or a drain)', (n) => `${n.name} is ${n.state}`);
   stateCommand('drain', 'draining', 'move instances away (replacement first: no downtime with 2+ instances) and take no new ones', (n) =>
     `Draining ${n.name}: ${n.instances} instance(s) move to other nodes as replacements become ready (those with nowhere to go stay)`);
+
+  // ---------- node join ----------
+  withJson(
+    nodes.command('token').description('create a join token for `shellwego-server node --join <API URL> --token <token>` (shown once)')
+      .option('--expires <duration>', 'validity: 30m, 1h, 7d (up to 30 days)', '1h')
+      .option('--uses <n>', 'how many nodes may join with it', '1'),
+  ).action(async (opts: JsonOpts & { expires: string; uses: string }) => {
+    const uses = Number(opts.uses);
+    if (!Number.isInteger(uses) || uses < 1) throw new UsageError(`--uses must be a whole number of nodes, at least 1, got '${opts.uses}'`);
+    const r = await (await ctx.client()).call('createJoinToken', { body: { expiresInSeconds: parseDuration(opts.expires), uses } });
+    if (opts.json) return ctx.json(r);
+    const { apiUrl } = await ctx.resolveSession();
+    ctx.out(`Join token (shown once; ${r.uses} use(s), expires ${r.expiresAt}):`);
+    ctx.out(`  ${r.token}`);
+    ctx.out(`On the new node: shellwego-server node --nats <NATS URL> --join ${apiUrl} --token ${r.token}`);
+  });
 
   withJson(nodes.command('remove').description('forget a node (it must have no instances: drain it first)').argument('<node>', 'node name or id')).action(async (node: string, opts: JsonOpts) => {
     const r = await (await ctx.client()).call('deleteNode', { params: { node } });

@@ -99,6 +99,8 @@ export const nodeHandlers = {
         (state === 'draining' ? 'wait until the drain has moved them (apps with nowhere else to go keep running there)' : `drain it first (shellwego nodes drain ${node.name})`),
       { instances: running.length, state });
     }
+    // A forgotten node's credentials go with it: it has to join again with a new token.
+    await cp.store.nodeJoin.deleteCredential(node.id);
     return { deleted: await cp.store.nodes.delete(node.id) };
   },
 

@@ -80,6 +80,14 @@ describe('FileBlobStore', () => {
     assert.deepEqual(await readdir(join(dir, 'blobs')).then((e) => e.filter((x) => x !== 'tmp')), []);
   });
 
+  it('an input that fails at once (before the store is ready) fails the call, not the process', async () => {
+    const input = new Readable({ read() {} });
+    const p = blobs.putStream(input);
+    input.destroy(new Error('gone at once'));
+    await assert.rejects(p, /gone at once/);
+    assert.deepEqual((await readdir(join(dir, 'blobs', 'tmp'))).filter((f) => f.endsWith('.tmp')), []);
+  });
+
   it('a failing input leaves no temp file', async () => {
     const input = new Readable({ read() {} });
     const p = blobs.putStream(input);

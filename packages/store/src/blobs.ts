@@ -46,9 +46,19 @@ export class FileBlobStore implements BlobStore {
    * unpiped, not destroyed, so an HTTP handler can still answer; the caller owns it.
    */
   async putStream(input: Readable, opts: { maxBytes?: number } = {}): Promise<{ digest: string; size: number }> {
+    // Listen for the input's errors before the first await: one that fails early (a client that
+    // disconnects at once) must fail this call, not crash the process as an unhandled error.
+    let early: Error | null = null;
+    const onEarlyError = (err: Error) => (early ??= err);
+    input.on('error', onEarlyError);
     const tmpDir = join(this.root, 'tmp');
-    await mkdir(tmpDir, { recursive: true });
-    await this.#sweepOnce(tmpDir);
+    try {
+      await mkdir(tmpDir, { recursive: true });
+      await this.#sweepOnce(tmpDir);
+    } finally {
+      input.off('error', onEarlyError);
+    }
+    if (early) throw early;
     const tmp = join(tmpDir, `${randomBytes(12).toString('hex')}.tmp`);
     const hash = createHash('sha256');
     let size = 0;

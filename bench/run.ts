@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { ROOT } from './lib.ts';
 
-const all = ['sandbox-start', 'router', 'tls', 'deploy', 'zero-downtime', 'git-push', 'memory', 'scheduler', 'failover'];
+const all = ['sandbox-start', 'router', 'tls', 'deploy', 'zero-downtime', 'git-push', 'memory', 'scheduler', 'failover', 'scale'];
 const wanted = process.argv.slice(2).length ? process.argv.slice(2) : all;
 let failed = 0;
 for (const name of wanted) {

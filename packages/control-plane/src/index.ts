@@ -92,7 +92,9 @@ export async function createControlPlane(opts: ControlPlaneOptions): Promise<Con
       deployer.start();
       await builds.start();
       await certificates.start();
-      await deployer.reconcileAll();
+      // The first pass runs in the background: the API serves meanwhile (a large install's first
+      // pass takes a while).
+      void deployer.reconcileAll().catch((err) => logger.error({ err }, 'reconcile pass failed'));
     } else {
       logger.warn('no longer leading: controllers stopped, the API keeps serving');
       builds.stop();

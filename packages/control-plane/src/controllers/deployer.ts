@@ -36,6 +36,7 @@ export class Deployer {
   private readonly startedAt = Date.now();
   private nodeTimer: NodeJS.Timeout | null = null;
   private nodeCheck: Promise<void> | null = null;
+  private soonTimer: NodeJS.Timeout | null = null;
   private lastAssignments = new Map<string, string>();
   /** Timed passes per app (drain deadlines, canary steps, health deadlines): appId → [at, timer]. */
   private wakeups = new Map<string, [number, NodeJS.Timeout]>();
@@ -98,6 +99,8 @@ export class Deployer {
     this.subs = [];
     if (this.timer) clearInterval(this.timer);
     if (this.nodeTimer) clearInterval(this.nodeTimer);
+    if (this.soonTimer) clearTimeout(this.soonTimer);
+    this.soonTimer = null;
     this.stopped = true;
     this.leading = false;
     for (const [, t] of this.wakeups.values()) clearTimeout(t);
@@ -268,9 +271,21 @@ export class Deployer {
     });
     if (!existing || existing.state !== 'ready') {
       this.deps.logger.info({ node: m.nodeId, name: m.name }, existing ? 'node is back' : 'node joined');
-      // A (re)appearing node gets its assignments at once, and pending instances a place.
-      await this.reconcileAll();
+      // A (re)appearing node gets its assignments, and pending instances a place — in a pass of
+      // its own: run inline, a long pass would hold up the heartbeats queued behind this one, and
+      // live nodes would be marked down for silence that was ours (bench/scale.ts found it).
+      this.soon();
     }
+  }
+
+  /** One full pass shortly, however many nodes asked for it meanwhile. */
+  private soon(): void {
+    if (this.soonTimer || this.stopped) return;
+    this.soonTimer = setTimeout(() => {
+      this.soonTimer = null;
+      this.reconcileAll().catch((err) => this.deps.logger.error({ err }, 'reconcile pass failed'));
+    }, 50);
+    this.soonTimer.unref();
   }
 
   /**

@@ -1,0 +1,259 @@
+/**
+ * Control plane at scale: 10,000 apps (100 organizations × 100) with web=3 each, 30,000
+ * instances placed on 100 simulated nodes. The agents are simulated in this process: they speak
+ * the real protocol over a real nats-server (heartbeats, assignments, instance statuses) but run
+ * nothing. The `server` daemon is the real one (deployer, scheduler, SQLite store, API).
+ * Measured: first heartbeat → all 30,000 instances running in the store (end-to-end placements/s),
+ * the server's RSS once settled (target < 200 MB), and API latency (p50/p99 of 200 sequential
+ * requests) of `GET /v1/apps` (an organization's 100 apps) and `GET /v1/apps/:app/instances`.
+ * Reference, same run: the same server on an empty data dir (RSS and the same calls' latency).
+ * Run: node --import tsx bench/scale.ts        (smaller: BENCH_ORGS=10 BENCH_APPS_PER_ORG=100)
+ */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Sqlite from 'better-sqlite3';
+import { newId, subjects } from '@shellwego/core';
+import type { AssignmentsMessage, HeartbeatMessage, InstanceStatusMessage } from '@shellwego/core';
+import { openSqliteStore } from '@shellwego/store';
+import { connectNatsBus } from '../packages/bus/src/nats.ts';
+import type { NatsBus } from '../packages/bus/src/nats.ts';
+import { NatsServerProcess } from '../packages/bus/src/testing.ts';
+import { SecretBox } from '../packages/control-plane/src/secrets.ts';
+import { bootstrapOwner } from '../packages/control-plane/src/auth.ts';
+import { freePort, percentile, ROOT, saveResult } from './lib.ts';
+
+const ORGS = Number(process.env.BENCH_ORGS || 100);
+const APPS_PER_ORG = Number(process.env.BENCH_APPS_PER_ORG || 100);
+const REPLICAS = 3;
+const NODES = Number(process.env.BENCH_NODES || 100);
+const REQUESTS = 200;
+const EMAIL = 'admin@localhost';
+const PASSWORD = 'bench-admin-password-1';
+const TOTAL = ORGS * APPS_PER_ORG * REPLICAS;
+/** Past this, placement is reported as not finished (with how far it got) and the rest is still measured. */
+const PLACE_LIMIT_S = Number(process.env.BENCH_PLACE_LIMIT_S || 1800);
+
+const children: ChildProcess[] = [];
+const dirs: string[] = [];
+const buses: NatsBus[] = [];
+const timers: NodeJS.Timeout[] = [];
+let nats: NatsServerProcess | null = null;
+
+async function rssMb(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) / 1024;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The prepared store: organizations, apps, builds, current releases and formations, written directly. */
+async function populate(dir: string): Promise<{ orgId: string; appName: string }> {
+  const store = await openSqliteStore(join(dir, 'shellwego.db'));
+  try {
+    const secrets = await SecretBox.fromFile(join(dir, 'master.key'), store);
+    // The owner the server would bootstrap, created here so its organization is one of the 100.
+    await bootstrapOwner(store, { email: EMAIL, password: PASSWORD, passwordFile: join(dir, 'admin-password') });
+    const user = (await store.users.byEmail(EMAIL))!;
+    const first = (await store.organizations.listForUser(user.id))[0];
+    const digest = randomBytes(32).toString('hex');
+    for (let o = 0; o < ORGS; o++) {
+      await store.transaction(async (tx) => {
+        const org = o === 0 ? first : await tx.organizations.create({ id: newId('org'), name: `bench-org-${o}` });
+        for (let a = 0; a < APPS_PER_ORG; a++) {
+          const app = await tx.apps.create({ id: newId('app'), organizationId: org.id, name: `b${o}-a${a}`, plan: 'free' });
+          const build = await tx.builds.create({ id: newId('bld'), appId: app.id, organizationId: org.id, sourceDigest: digest, createdBy: user.id });
+          const release = await tx.releases.create({
+            id: newId('rel'), appId: app.id, organizationId: org.id, buildId: build.id, description: 'bench', processTypes: { web: 'x' },
+            artifactDigest: digest, configSealed: await secrets.sealJson(app, {}, tx), configKeys: [], createdBy: user.id,
+          });
+          await tx.builds.update(build.id, { state: 'succeeded', artifactDigest: digest, processTypes: { web: 'x' }, releaseId: release.id, finishedAt: new Date().toISOString() });
+          await tx.apps.update(org.id, app.id, { currentReleaseId: release.id });
+          await tx.formation.upsert(org.id, app.id, 'web', { quantity: REPLICAS, command: 'x' });
+        }
+      });
+    }
+    return { orgId: first.id, appName: 'b0-a0' };
+  } finally {
+    await store.close();
+  }
+}
+
+async function startServer(dir: string, natsUrl: string, profile = false): Promise<{ proc: ChildProcess; api: string; output: () => string }> {
+  const port = await freePort();
+  // BENCH_SERVER_NODE_ARGS: node flags for the loaded server only, e.g. a V8 tick profile that
+  // survives a kill: "--prof --no-logfile-per-isolate --logfile=/tmp/v8.log".
+  const prof = profile && process.env.BENCH_SERVER_NODE_ARGS ? process.env.BENCH_SERVER_NODE_ARGS.split(' ').filter(Boolean) : [];
+  const proc = spawn(process.execPath, [...prof, '--import', 'tsx', join(ROOT, 'packages/server/src/main.ts'), 'server'], {
+    cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'],
+    env: {
+      ...(process.env as Record<string, string>), SHELLWEGO_NATS_URL: natsUrl, SHELLWEGO_DATA_DIR: dir, SHELLWEGO_BLOBS_DIR: join(dir, 'blobs'),
+      SHELLWEGO_API_PORT: String(port), SHELLWEGO_TLS: 'off', SHELLWEGO_ISOLATION: 'none', SHELLWEGO_LOG_LEVEL: 'error',
+      SHELLWEGO_ADMIN_EMAIL: EMAIL, SHELLWEGO_ADMIN_PASSWORD: PASSWORD,
+    },
+  });
+  children.push(proc);
+  let out = '';
+  proc.stdout!.on('data', (d) => (out += d));
+  proc.stderr!.on('data', (d) => (out += d));
+  const api = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + Number(process.env.BENCH_START_LIMIT_S || 900) * 1000;
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`server exited with ${proc.exitCode}:\n${out.slice(-3000)}`);
+    if (await fetch(`${api}/v1/health`).then((r) => r.ok, () => false)) break;
+    if (Date.now() > deadline) throw new Error(`server did not come up:\n${out.slice(-3000)}`);
+    await sleep(200);
+  }
+  return { proc, api, output: () => out };
+}
+
+async function login(api: string): Promise<string> {
+  const r = await fetch(`${api}/v1/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: EMAIL, password: PASSWORD }) });
+  if (!r.ok) throw new Error(`login: ${r.status} ${await r.text()}`);
+  return ((await r.json()) as { token: string }).token;
+}
+
+/** p50/p99 of REQUESTS sequential GETs; checks each answer is a JSON array of the expected length. */
+async function latency(api: string, token: string, path: string, expect: number | null): Promise<{ p50Ms: number; p99Ms: number }> {
+  const times: number[] = [];
+  for (let i = 0; i < REQUESTS; i++) {
+    const t0 = performance.now();
+    const r = await fetch(api + path, { headers: { authorization: `Bearer ${token}` } });
+    const body = (await r.json()) as unknown[];
+    times.push(performance.now() - t0);
+    if (!r.ok || !Array.isArray(body) || (expect !== null && body.length !== expect)) throw new Error(`GET ${path}: ${r.status}, ${Array.isArray(body) ? body.length : JSON.stringify(body)} items, expected ${expect}`);
+  }
+  return { p50Ms: percentile(times, 50), p99Ms: percentile(times, 99) };
+}
+
+/** One simulated agent: heartbeats every 2 s, answers each new assignment with `running`. */
+async function simulatedAgent(natsUrl: string, i: number, firstHeartbeat: () => void): Promise<void> {
+  const nodeId = newId('nod');
+  const bus = await connectNatsBus({ servers: natsUrl, name: `bench-agent-${i}`, onError: (err) => console.error('agent bus error', err) });
+  buses.push(bus);
+  const reported = new Map<string, number>();
+  bus.subscribe<AssignmentsMessage>(subjects.assignments(nodeId), async (m) => {
+    const at = new Date().toISOString();
+    for (const s of m.instances) {
+      if (reported.get(s.instanceId) === s.restartGeneration) continue;
+      reported.set(s.instanceId, s.restartGeneration);
+      const status: InstanceStatusMessage = {
+        nodeId, instanceId: s.instanceId, state: 'running', exitCode: null, signal: null, oomKilled: false, restarts: 0,
+        address: `127.0.0.1:${20_000 + (reported.size % 40_000)}`, startedAt: at, at, restartGeneration: s.restartGeneration,
+      };
+      await bus.publish(subjects.instanceStatus, status);
+    }
+  });
+  const beat = () => {
+    const hb: HeartbeatMessage = {
+      nodeId, name: `sim-${i}`, isolation: 'none', capacity: { cpus: 1024, memoryMb: 4_194_304 }, instances: reported.size, at: new Date().toISOString(),
+    };
+    firstHeartbeat();
+    void bus.publish(subjects.heartbeat, hb);
+  };
+  beat();
+  timers.push(setInterval(beat, 2000));
+}
+
+async function stopAll(): Promise<void> {
+  for (const t of timers) clearInterval(t);
+  await Promise.all(buses.map((b) => b.close().catch(() => undefined)));
+  for (const c of children) {
+    if (c.exitCode !== null || c.signalCode !== null) continue;
+    const exited = new Promise((r) => c.once('exit', r));
+    process.kill(c.pid!, 'SIGTERM');
+    const t = setTimeout(() => c.exitCode === null && c.signalCode === null && process.kill(c.pid!, 'SIGKILL'), 20_000);
+    await exited;
+    clearTimeout(t);
+  }
+  await nats?.stop().catch(() => undefined);
+  for (const d of dirs) await rm(d, { recursive: true, force: true });
+}
+
+try {
+  nats = await NatsServerProcess.start();
+
+  // Reference: the same server on an empty data dir (one app, no release, for the instances call).
+  const emptyDir = await mkdtemp(join(tmpdir(), 'swg-bench-scale-empty-'));
+  dirs.push(emptyDir);
+  const empty = await startServer(emptyDir, nats.url);
+  const emptyToken = await login(empty.api);
+  const created = await fetch(`${empty.api}/v1/apps`, { method: 'POST', headers: { authorization: `Bearer ${emptyToken}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: `bench-empty-${randomBytes(3).toString('hex')}` }) });
+  if (!created.ok) throw new Error(`create app: ${created.status} ${await created.text()}`);
+  const emptyApp = ((await created.json()) as { name: string }).name;
+  await sleep(5000);
+  const emptyRss = await rssMb(empty.proc.pid!);
+  const emptyApps = await latency(empty.api, emptyToken, '/v1/apps', 1);
+  const emptyInstances = await latency(empty.api, emptyToken, `/v1/apps/${emptyApp}/instances`, 0);
+  const exited = new Promise((r) => empty.proc.once('exit', r));
+  empty.proc.kill('SIGTERM');
+  await exited;
+
+  const dir = await mkdtemp(join(tmpdir(), 'swg-bench-scale-'));
+  dirs.push(dir);
+  let t = performance.now();
+  const { appName } = await populate(dir);
+  const populateS = (performance.now() - t) / 1000;
+  console.log(`populated ${ORGS * APPS_PER_ORG} apps in ${populateS.toFixed(1)} s`);
+
+  t = performance.now();
+  const server = await startServer(dir, nats.url, true);
+  const startS = (performance.now() - t) / 1000;
+  const idleRss = await rssMb(server.proc.pid!);
+  console.log(`server up in ${startS.toFixed(1)} s (RSS ${idleRss.toFixed(0)} MB, no nodes yet)`);
+
+  const db = new Sqlite(join(dir, 'shellwego.db'), { readonly: true });
+  const countRunning = () => (db.prepare("SELECT count(*) AS c FROM instances WHERE state = 'running' AND desired = 'running'").get() as { c: number }).c;
+  let t0 = 0;
+  const first = () => { if (!t0) t0 = performance.now(); };
+  for (let i = 0; i < NODES; i++) await simulatedAgent(nats.url, i, first);
+  let running = 0;
+  let peakRss = 0;
+  const deadline = Date.now() + PLACE_LIMIT_S * 1000;
+  let lastLog = 0;
+  const progress: { s: number; running: number; rssMb: number }[] = [];
+  while ((running = countRunning()) < TOTAL) {
+    if (server.proc.exitCode !== null) throw new Error(`server exited with ${server.proc.exitCode}:\n${server.output().slice(-3000)}`);
+    if (Date.now() > deadline) break;
+    const rss = await rssMb(server.proc.pid!);
+    peakRss = Math.max(peakRss, rss);
+    if (Date.now() - lastLog > 15_000) {
+      lastLog = Date.now();
+      progress.push({ s: (performance.now() - t0) / 1000, running, rssMb: rss });
+      console.log(`  ${((performance.now() - t0) / 1000).toFixed(0)} s: ${running} running, server RSS ${rss.toFixed(0)} MB`);
+    }
+    await sleep(250);
+  }
+  const completed = running >= TOTAL;
+  if (!completed) console.log(`  NOT FINISHED: ${running} of ${TOTAL} running after ${PLACE_LIMIT_S} s`);
+  const placeS = (performance.now() - t0) / 1000;
+  const total = (db.prepare('SELECT count(*) AS c FROM instances').get() as { c: number }).c;
+  db.close();
+  // Settled: a few reconcile passes and heartbeats with everything running.
+  if (completed) await sleep(15_000);
+  const settledRss = await rssMb(server.proc.pid!);
+  peakRss = Math.max(peakRss, settledRss);
+  const token = await login(server.api);
+  const apps = await latency(server.api, token, '/v1/apps', APPS_PER_ORG);
+  const instances = await latency(server.api, token, `/v1/apps/${appName}/instances`, completed ? REPLICAS : null);
+
+  const result = {
+    organizations: ORGS, apps: ORGS * APPS_PER_ORG, instances: TOTAL, instanceRows: total, nodes: NODES, populateSeconds: populateS, serverStartSeconds: startS,
+    completed, running, placeSeconds: placeS, placementsPerSecond: running / placeS, progress,
+    rssMb: { empty: emptyRss, loadedNoNodes: idleRss, peak: peakRss, settled: settledRss, ratio: settledRss / emptyRss },
+    listApps: { empty: emptyApps, loaded: apps, p99Ratio: apps.p99Ms / emptyApps.p99Ms },
+    listInstances: { empty: emptyInstances, loaded: instances, p99Ratio: instances.p99Ms / emptyInstances.p99Ms },
+  };
+  const lat = (l: { p50Ms: number; p99Ms: number }) => `p50 ${l.p50Ms.toFixed(1)} ms  p99 ${l.p99Ms.toFixed(1)} ms`;
+  console.log(`control plane with ${result.apps} apps / ${TOTAL} instances on ${NODES} simulated nodes (reference: the same server, empty)`);
+  console.log(`  ${running} of ${TOTAL} running after  ${placeS.toFixed(1)} s   ${Math.round(result.placementsPerSecond)} placements/s end to end${completed ? '' : '   (NOT FINISHED)'}`);
+  console.log(`  RSS ${completed ? 'settled   ' : 'at the end'}                     ${settledRss.toFixed(0)} MB   ${result.rssMb.ratio.toFixed(1)}x empty (${emptyRss.toFixed(0)} MB), peak ${peakRss.toFixed(0)} MB   (target < 200 MB)`);
+  console.log(`  GET /v1/apps (${APPS_PER_ORG} apps)            ${lat(apps)}   empty: ${lat(emptyApps)}   p99 ${result.listApps.p99Ratio.toFixed(1)}x`);
+  console.log(`  GET /v1/apps/:app/instances (${REPLICAS})  ${lat(instances)}   empty: ${lat(emptyInstances)}   p99 ${result.listInstances.p99Ratio.toFixed(1)}x`);
+  await saveResult('scale', result);
+} finally {
+  await stopAll();
+}

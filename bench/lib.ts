@@ -2,8 +2,7 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { connect, createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
+import { connect } from 'node:net';
 import { join, resolve } from 'node:path';
 
 export const ROOT = resolve(import.meta.dirname, '..');
@@ -44,13 +43,9 @@ export async function saveResult(name: string, data: unknown): Promise<void> {
   await writeFile(join(OUT, `${name}.json`), JSON.stringify(data, null, 2) + '\n');
 }
 
-export async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
+import { freePort } from '../test/helpers/platform.ts';
+
+export { freePort };
 
 /** Starts bench/<script> (added to `children`) and waits for its `{"port"}` line. */
 export function startChild(children: ChildProcess[], script: string, args: string[]): Promise<number> {

@@ -17,6 +17,18 @@ async function until(what: string, fn: () => boolean, timeoutMs = 10_000): Promi
   }
 }
 
+/** Two elections on a fresh database: `a` leads, then `b` starts trying; `log` records their changes. */
+async function twoElections() {
+  const url = await server.createDatabase();
+  const a = new PostgresLeaderElection(url, 100);
+  const b = new PostgresLeaderElection(url, 100);
+  const log: string[] = [];
+  a.start((l) => log.push(`a:${l}`));
+  await until('a leads', () => a.leading);
+  b.start((l) => log.push(`b:${l}`));
+  return { url, a, b, log };
+}
+
 describe('leader election', () => {
   it('SQLite: the one process leads', () => {
     const changes: boolean[] = [];
@@ -25,13 +37,7 @@ describe('leader election', () => {
   });
 
   it('PostgreSQL: exactly one of two leads; the other takes over when the leader gives up', async () => {
-    const url = await server.createDatabase();
-    const a = new PostgresLeaderElection(url, 100);
-    const b = new PostgresLeaderElection(url, 100);
-    const log: string[] = [];
-    a.start((l) => log.push(`a:${l}`));
-    await until('a leads', () => a.leading);
-    b.start((l) => log.push(`b:${l}`));
+    const { a, b, log } = await twoElections();
     await new Promise((r) => setTimeout(r, 500));
     assert.equal(b.leading, false, 'never two leaders');
     await a.close();
@@ -41,13 +47,7 @@ describe('leader election', () => {
   });
 
   it('PostgreSQL: a leader whose connection is killed steps down; then one of the two leads again', async () => {
-    const url = await server.createDatabase();
-    const a = new PostgresLeaderElection(url, 100);
-    const b = new PostgresLeaderElection(url, 100);
-    const log: string[] = [];
-    a.start((l) => log.push(`a:${l}`));
-    await until('a leads', () => a.leading);
-    b.start((l) => log.push(`b:${l}`));
+    const { url, a, b, log } = await twoElections();
     // What a crashed leader looks like to PostgreSQL: its session ends, the lock goes with it.
     const admin = new pg.Client({ connectionString: url });
     await admin.connect();

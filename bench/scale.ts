@@ -6,7 +6,10 @@
  * Measured: first heartbeat → all 30,000 instances running in the store (end-to-end placements/s),
  * the server's RSS once settled (target < 200 MB), and API latency (p50/p99 of 200 sequential
  * requests) of `GET /v1/apps` (an organization's 100 apps) and `GET /v1/apps/:app/instances`.
- * Reference, same run: the same server on an empty data dir (RSS and the same calls' latency).
+ * References, same run: the same server on an empty data dir (RSS and the same calls' latency),
+ * and the same reads straight on the store from this process (what the API adds on top of them).
+ * Also reported: the route table the nodes receive (its size: NATS refuses messages over its
+ * max_payload, 1 MB by default) and the server's V8 heap once settled (from /metrics).
  * Run: node --import tsx bench/scale.ts        (smaller: BENCH_ORGS=10 BENCH_APPS_PER_ORG=100)
  */
 import { spawn } from 'node:child_process';
@@ -17,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Sqlite from 'better-sqlite3';
 import { newId, subjects } from '@shellwego/core';
-import type { AssignmentsMessage, HeartbeatMessage, InstanceStatusMessage } from '@shellwego/core';
+import type { AssignmentsMessage, HeartbeatMessage, InstanceStatusMessage, RouteTableMessage } from '@shellwego/core';
 import { openSqliteStore } from '@shellwego/store';
 import { connectNatsBus } from '../packages/bus/src/nats.ts';
 import type { NatsBus } from '../packages/bus/src/nats.ts';
@@ -91,8 +94,10 @@ async function startServer(dir: string, natsUrl: string, profile = false): Promi
     cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'],
     env: {
       ...(process.env as Record<string, string>), SHELLWEGO_NATS_URL: natsUrl, SHELLWEGO_DATA_DIR: dir, SHELLWEGO_BLOBS_DIR: join(dir, 'blobs'),
-      SHELLWEGO_API_PORT: String(port), SHELLWEGO_TLS: 'off', SHELLWEGO_ISOLATION: 'none', SHELLWEGO_LOG_LEVEL: 'error',
+      SHELLWEGO_API_PORT: String(port), SHELLWEGO_TLS: 'off', SHELLWEGO_API_TLS: 'off', SHELLWEGO_ISOLATION: 'none', SHELLWEGO_LOG_LEVEL: 'error',
       SHELLWEGO_ADMIN_EMAIL: EMAIL, SHELLWEGO_ADMIN_PASSWORD: PASSWORD,
+      // Core NATS, as measured so far (JetStream is split mode's default; this nats-server runs without -js).
+      SHELLWEGO_NATS_JETSTREAM: '0',
     },
   });
   children.push(proc);
@@ -129,12 +134,38 @@ async function latency(api: string, token: string, path: string, expect: number 
   return { p50Ms: percentile(times, 50), p99Ms: percentile(times, 99) };
 }
 
-/** One simulated agent: heartbeats every 2 s, answers each new assignment with `running`. */
+/** The same reads as the API handlers, straight on the store (this process, read-only use of the server's SQLite). */
+async function storeLatency(fn: () => Promise<unknown>): Promise<{ p50Ms: number; p99Ms: number }> {
+  const times: number[] = [];
+  for (let i = 0; i < REQUESTS; i++) {
+    const t0 = performance.now();
+    await fn();
+    times.push(performance.now() - t0);
+  }
+  return { p50Ms: percentile(times, 50), p99Ms: percentile(times, 99) };
+}
+
+/** Route tables as a node's router receives them. */
+const routeTables = { received: 0, largestBytes: 0, lastBackends: 0 };
+
+/**
+ * One simulated agent: heartbeats every 2 s, answers each new assignment with `running`, and
+ * reports every instance it runs again every 10 s, as the real agent does (a report lost in a
+ * burst — NATS drops messages to a slow consumer — is repaired by the next one).
+ */
 async function simulatedAgent(natsUrl: string, i: number, firstHeartbeat: () => void): Promise<void> {
   const nodeId = newId('nod');
   const bus = await connectNatsBus({ servers: natsUrl, name: `bench-agent-${i}`, onError: (err) => console.error('agent bus error', err) });
   buses.push(bus);
   const reported = new Map<string, number>();
+  const statuses = new Map<string, InstanceStatusMessage>();
+  if (i === 0) {
+    bus.subscribe<RouteTableMessage>(subjects.routes, (m) => {
+      routeTables.received++;
+      routeTables.largestBytes = Math.max(routeTables.largestBytes, Buffer.byteLength(JSON.stringify(m)));
+      routeTables.lastBackends = Object.values(m.routes).reduce((s, r) => s + r.backends.length, 0);
+    });
+  }
   bus.subscribe<AssignmentsMessage>(subjects.assignments(nodeId), async (m) => {
     const at = new Date().toISOString();
     for (const s of m.instances) {
@@ -144,15 +175,21 @@ async function simulatedAgent(natsUrl: string, i: number, firstHeartbeat: () => 
         nodeId, instanceId: s.instanceId, state: 'running', exitCode: null, signal: null, oomKilled: false, restarts: 0,
         address: `127.0.0.1:${20_000 + (reported.size % 40_000)}`, startedAt: at, at, restartGeneration: s.restartGeneration,
       };
-      await bus.publish(subjects.instanceStatus, status);
+      statuses.set(s.instanceId, status);
+      await bus.publish(subjects.instanceStatus(nodeId), status);
     }
+    const assigned = new Set(m.instances.map((s) => s.instanceId));
+    for (const id of statuses.keys()) if (!assigned.has(id)) statuses.delete(id);
   });
+  timers.push(setInterval(() => {
+    for (const st of statuses.values()) void bus.publish(subjects.instanceStatus(nodeId), st);
+  }, 10_000));
   const beat = () => {
     const hb: HeartbeatMessage = {
       nodeId, name: `sim-${i}`, isolation: 'none', capacity: { cpus: 1024, memoryMb: 4_194_304 }, instances: reported.size, at: new Date().toISOString(),
     };
     firstHeartbeat();
-    void bus.publish(subjects.heartbeat, hb);
+    void bus.publish(subjects.heartbeat(nodeId), hb);
   };
   beat();
   timers.push(setInterval(beat, 2000));
@@ -228,6 +265,8 @@ try {
     await sleep(250);
   }
   const completed = running >= TOTAL;
+  const errors = server.output().split('\n').filter((l) => /"level":(50|60)/.test(l));
+  if (errors.length > 0) console.log(`  server logged ${errors.length} error(s); the last: ${errors.at(-1)!.slice(0, 600)}`);
   if (!completed) console.log(`  NOT FINISHED: ${running} of ${TOTAL} running after ${PLACE_LIMIT_S} s`);
   const placeS = (performance.now() - t0) / 1000;
   const total = (db.prepare('SELECT count(*) AS c FROM instances').get() as { c: number }).c;
@@ -239,20 +278,43 @@ try {
   const token = await login(server.api);
   const apps = await latency(server.api, token, '/v1/apps', APPS_PER_ORG);
   const instances = await latency(server.api, token, `/v1/apps/${appName}/instances`, completed ? REPLICAS : null);
+  const metricsText = await (await fetch(`${server.api}/metrics`)).text();
+  const metric = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(metricsText)?.[1] ?? NaN) / 1024 / 1024;
+  const heap = { usedMb: metric('shellwego_nodejs_heap_size_used_bytes'), totalMb: metric('shellwego_nodejs_heap_size_total_bytes'), externalMb: metric('shellwego_nodejs_external_memory_bytes') };
+  // Reference: what the handlers read, straight on the store (apps of the org + each current release; one app's instances).
+  const store = await openSqliteStore(join(dir, 'shellwego.db'));
+  let storeApps: { p50Ms: number; p99Ms: number };
+  let storeInstances: { p50Ms: number; p99Ms: number };
+  try {
+    const app = (await store.apps.listAll()).find((a) => a.name === appName)!;
+    storeApps = await storeLatency(async () => {
+      const list = await store.apps.list(app.organizationId);
+      await Promise.all(list.map((a) => (a.currentReleaseId ? store.releases.byId(a.organizationId, a.currentReleaseId) : null)));
+    });
+    storeInstances = await storeLatency(() => store.instances.listByApp(app.organizationId, app.id));
+  } finally {
+    await store.close();
+  }
 
   const result = {
     organizations: ORGS, apps: ORGS * APPS_PER_ORG, instances: TOTAL, instanceRows: total, nodes: NODES, populateSeconds: populateS, serverStartSeconds: startS,
     completed, running, placeSeconds: placeS, placementsPerSecond: running / placeS, progress,
     rssMb: { empty: emptyRss, loadedNoNodes: idleRss, peak: peakRss, settled: settledRss, ratio: settledRss / emptyRss },
-    listApps: { empty: emptyApps, loaded: apps, p99Ratio: apps.p99Ms / emptyApps.p99Ms },
-    listInstances: { empty: emptyInstances, loaded: instances, p99Ratio: instances.p99Ms / emptyInstances.p99Ms },
+    heapSettled: heap,
+    listApps: { empty: emptyApps, store: storeApps, loaded: apps, p99Ratio: apps.p99Ms / emptyApps.p99Ms, p99RatioToStore: apps.p99Ms / storeApps.p99Ms },
+    listInstances: { empty: emptyInstances, store: storeInstances, loaded: instances, p99Ratio: instances.p99Ms / emptyInstances.p99Ms, p99RatioToStore: instances.p99Ms / storeInstances.p99Ms },
+    routeTables,
   };
   const lat = (l: { p50Ms: number; p99Ms: number }) => `p50 ${l.p50Ms.toFixed(1)} ms  p99 ${l.p99Ms.toFixed(1)} ms`;
   console.log(`control plane with ${result.apps} apps / ${TOTAL} instances on ${NODES} simulated nodes (reference: the same server, empty)`);
   console.log(`  ${running} of ${TOTAL} running after  ${placeS.toFixed(1)} s   ${Math.round(result.placementsPerSecond)} placements/s end to end${completed ? '' : '   (NOT FINISHED)'}`);
   console.log(`  RSS ${completed ? 'settled   ' : 'at the end'}                     ${settledRss.toFixed(0)} MB   ${result.rssMb.ratio.toFixed(1)}x empty (${emptyRss.toFixed(0)} MB), peak ${peakRss.toFixed(0)} MB   (target < 200 MB)`);
-  console.log(`  GET /v1/apps (${APPS_PER_ORG} apps)            ${lat(apps)}   empty: ${lat(emptyApps)}   p99 ${result.listApps.p99Ratio.toFixed(1)}x`);
-  console.log(`  GET /v1/apps/:app/instances (${REPLICAS})  ${lat(instances)}   empty: ${lat(emptyInstances)}   p99 ${result.listInstances.p99Ratio.toFixed(1)}x`);
+  console.log(`  server heap settled: ${heap.usedMb.toFixed(0)} MB used of ${heap.totalMb.toFixed(0)} MB, external ${heap.externalMb.toFixed(0)} MB`);
+  console.log(`  GET /v1/apps (${APPS_PER_ORG} apps)            ${lat(apps)}   empty server: ${lat(emptyApps)}   p99 ${result.listApps.p99Ratio.toFixed(1)}x`);
+  console.log(`      same reads on the store:        ${lat(storeApps)}   API p99 ${result.listApps.p99RatioToStore.toFixed(1)}x the store's`);
+  console.log(`  GET /v1/apps/:app/instances (${REPLICAS})  ${lat(instances)}   empty server: ${lat(emptyInstances)}   p99 ${result.listInstances.p99Ratio.toFixed(1)}x`);
+  console.log(`      same read on the store:         ${lat(storeInstances)}   API p99 ${result.listInstances.p99RatioToStore.toFixed(1)}x the store's`);
+  console.log(`  route tables received by a node: ${routeTables.received}, largest ${(routeTables.largestBytes / 1024).toFixed(0)} KiB, ${routeTables.lastBackends} backends in the last`);
   await saveResult('scale', result);
 } finally {
   await stopAll();

@@ -52,3 +52,28 @@ process.on('SIGTERM', () => {
 });
 `,
 };
+
+/**
+ * Says which instance answered (the platform's SHELLWEGO_INSTANCE), plus a singleton-style
+ * `worker` process type that only ticks; both finish on SIGTERM.
+ */
+export const whoamiApp = {
+  'Procfile': 'web: node server.js\nworker: node worker.js\n',
+  'server.js': `
+const http = require('http');
+const server = http.createServer((req, res) => {
+  res.setHeader('content-type', 'application/json');
+  res.end(JSON.stringify({ instance: process.env.SHELLWEGO_INSTANCE, version: process.env.VERSION || 'v?' }));
+});
+server.listen(process.env.PORT, () => console.log('listening on ' + process.env.PORT));
+process.on('SIGTERM', () => {
+  server.close(() => process.exit(0));
+  server.closeIdleConnections();
+});
+`,
+  'worker.js': `
+console.log('worker ' + process.env.SHELLWEGO_INSTANCE + ' started');
+setInterval(() => console.log('worker tick'), 5000);
+process.on('SIGTERM', () => process.exit(0));
+`,
+};

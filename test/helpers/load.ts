@@ -9,6 +9,8 @@ import { performance } from 'node:perf_hooks';
 
 export interface LoadOptions {
   port: number;
+  /** Where the router listens. Default 127.0.0.1. */
+  address?: string;
   /** Host header (`<app>.localhost`). */
   host: string;
   path?: string;
@@ -87,7 +89,7 @@ export class LoadGenerator {
         if (this.result.errors.length < 100) this.result.errors.push(`${new Date().toISOString()} ${why}`);
         resolve();
       };
-      const req = httpRequest({ host: '127.0.0.1', port: this.opts.port, path: this.opts.path ?? '/', agent: this.agent, headers: { host: this.opts.host } }, (res) => {
+      const req = httpRequest({ host: this.opts.address ?? '127.0.0.1', port: this.opts.port, path: this.opts.path ?? '/', agent: this.agent, headers: { host: this.opts.host } }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('error', (err) => fail(`response error: ${err.message}`));

@@ -5,15 +5,21 @@
  */
 import { spawn, execFile } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { createClient } from '@shellwego/sdk';
 import { NatsServerProcess } from '../../packages/bus/src/testing.ts';
+import { initNatsAuth, issueNodeCreds, loadAccountSigner } from '../../packages/bus/src/nats-auth.ts';
+import type { AccountSigner } from '../../packages/bus/src/nats-auth.ts';
+import { newId } from '@shellwego/core';
 import { ADMIN_EMAIL, ADMIN_PASSWORD, ROOT, freePort, runCli, suiteFor } from './platform.ts';
 import { LoadGenerator } from './load.ts';
+import { writeNatsTls } from '../../packages/server/src/nats-tls.ts';
+import type { NatsTlsFiles } from '../../packages/server/src/nats-tls.ts';
 import type { LoadOptions } from './load.ts';
 
 const exec = promisify(execFile);
@@ -27,12 +33,19 @@ export class Daemon {
   /** Everything it printed, across restarts (tests show it when they fail). */
   output = '';
 
-  /** `ready` gets what the daemon printed since this start. */
-  constructor(readonly role: 'server' | 'node', private readonly env: () => Record<string, string>, private readonly ready: (printed: string) => Promise<boolean>) {}
+  /**
+   * `ready` gets what the daemon printed since this start. `netns`: the command it runs under to
+   * start in a network namespace (`ip netns exec NS …`, see netns.ts), which execs the daemon.
+   */
+  constructor(
+    readonly role: 'server' | 'node', private readonly env: () => Record<string, string>, private readonly ready: (printed: string) => Promise<boolean>,
+    private readonly netns: string[] = [],
+  ) {}
 
   async start(): Promise<void> {
     if (this.running()) throw new Error(`${this.role} is already running`);
-    const proc = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'packages/server/src/main.ts'), this.role], {
+    const argv = [process.execPath, '--import', 'tsx', join(ROOT, 'packages/server/src/main.ts'), this.role];
+    const proc = spawn(this.netns[0] ?? argv[0], [...this.netns.slice(1), ...argv.slice(this.netns.length ? 0 : 1)], {
       cwd: ROOT, env: this.env(), stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.proc = proc;
@@ -103,20 +116,40 @@ export class SplitPlatform {
   private constructor(readonly serverDir: string, readonly nodeDir: string, private readonly isolation: 'sandbox' | 'none') {}
 
   get apiUrl(): string {
-    return `http://127.0.0.1:${this.apiPort}`;
+    return `${this.apiTls ? 'https' : 'http'}://127.0.0.1:${this.apiPort}`;
   }
+
+  // ---------- API TLS ----------
+  /** The API is https (the install's CA, in serverDir/tls/local-ca.pem): the default of `server`, off in other tests. */
+  apiTls = false;
+  /** nats-server runs TLS with a certificate from `writeNatsTls` (the install's CA). */
+  natsTlsFiles: NatsTlsFiles | null = null;
+  /** Extra environment of the `server` daemon from its next start (e.g. another certificate). */
+  serverEnv: Record<string, string> = {};
+  /** CA file(s) the test process and the CLI trust for the API. */
+  get apiCaFile(): string {
+    return this.cliCaFile ?? join(this.serverDir, 'tls', 'local-ca.pem');
+  }
+  cliCaFile: string | null = null;
 
   /** Both daemons' output, for failure messages. */
   get output(): string {
     return `--- server ---\n${this.server.output.slice(-3000)}\n--- node ---\n${this.node.output.slice(-3000)}`;
   }
 
-  static async start(opts: { isolation?: 'sandbox' | 'none'; env?: Record<string, string>; jetstream?: boolean } = {}): Promise<SplitPlatform> {
+  /** natsAuth: nats-server in operator mode; the server's creds and signing key (from `nats-auth init`); local nodes get a NATS user each. */
+  static async start(opts: { isolation?: 'sandbox' | 'none'; env?: Record<string, string>; jetstream?: boolean; natsAuth?: boolean; apiTls?: boolean; natsTls?: boolean } = {}): Promise<SplitPlatform> {
     // mkdtemp is 0700, like an operator's `mktemp -d`.
     const p = new SplitPlatform(await mkdtemp(join(tmpdir(), 'swg-split-server-')), await mkdtemp(join(tmpdir(), 'swg-split-node-')), opts.isolation ?? 'sandbox');
     p.apiPort = await freePort();
     p.routerPort = await freePort();
-    p.nats = await NatsServerProcess.start({ jetstream: opts.jetstream ?? false });
+    const natsConfig = opts.natsAuth ? await p.setUpNatsAuth() : undefined;
+    p.apiTls = opts.apiTls ?? false;
+    // NATS over TLS: a certificate of the install's CA, made before the server first starts (it creates the CA in the server's store).
+    if (opts.natsTls) p.natsTlsFiles = await writeNatsTls({ dataDir: p.serverDir, databaseUrl: null, baseDomain: 'localhost', outDir: join(p.serverDir, 'nats-tls'), hostnames: [], days: 30 });
+    p.nats = await NatsServerProcess.start({
+      jetstream: opts.jetstream ?? true, ...(natsConfig ? { config: natsConfig } : {}), ...(p.natsTlsFiles ? { tls: { certFile: p.natsTlsFiles.certFile, keyFile: p.natsTlsFiles.keyFile } } : {}),
+    });
     const common = () => ({
       ...(process.env as Record<string, string>),
       SHELLWEGO_NATS_URL: p.nats.url,
@@ -126,6 +159,8 @@ export class SplitPlatform {
       SHELLWEGO_API_PORT: String(p.apiPort),
       SHELLWEGO_HTTP_PORT: String(p.routerPort),
       SHELLWEGO_TLS: 'off',
+      SHELLWEGO_API_TLS: p.apiTls ? 'on' : 'off',
+      ...(p.natsTlsFiles ? { SHELLWEGO_NATS_TLS_CA: p.natsTlsFiles.caFile } : {}),
       SHELLWEGO_ADMIN_PASSWORD: ADMIN_PASSWORD,
       SHELLWEGO_ISOLATION: p.isolation,
       SHELLWEGO_BRIDGE: p.nodeBridge,
@@ -134,13 +169,18 @@ export class SplitPlatform {
       SHELLWEGO_BUILD_BRIDGE_CIDR: p.buildCidr,
       SHELLWEGO_RECONCILE_MS: '1000',
       SHELLWEGO_LOG_LEVEL: 'warn',
-      ...(opts.jetstream ? { SHELLWEGO_NATS_JETSTREAM: '1' } : {}),
+      // Several nodes on this machine: each router's cluster listener on loopback, on a free port.
+      SHELLWEGO_ADVERTISE_ADDRESS: '127.0.0.1',
+      SHELLWEGO_CLUSTER_PORT: '0',
+      // JetStream is split mode's default; `jetstream: false` runs the core-NATS opt-out.
+      SHELLWEGO_NATS_JETSTREAM: opts.jetstream === false ? '0' : '1',
       ...opts.env,
     });
     p.env = common;
-    p.server = new Daemon('server', common, async () => (await fetch(`${p.apiUrl}/v1/health`)).ok);
+    p.server = new Daemon('server', () => ({ ...common(), ...p.natsAuth?.serverEnv, ...p.serverEnv }), async () => healthy(p.apiUrl, p.apiTls ? p.apiCaFile : null));
+    const nodeNats = await p.localNodeNatsEnv();
     // The banner comes once the agent has started (adopting what runs) and the router listens.
-    p.node = new Daemon('node', common, async (printed) => printed.includes('ShellWeGo node ') && (await get(p.routerPort, '/', 'nothing.localhost')) > 0);
+    p.node = new Daemon('node', () => ({ ...common(), ...nodeNats }), async (printed) => printed.includes('ShellWeGo node ') && (await get(p.routerPort, '/', 'nothing.localhost')) > 0);
     try {
       await p.server.start();
       await p.node.start();
@@ -152,6 +192,7 @@ export class SplitPlatform {
   }
 
   async token(): Promise<string> {
+    if (this.apiTls) return (JSON.parse(await httpsPost(`${this.apiUrl}/v1/auth/login`, { email: ADMIN_EMAIL, password: ADMIN_PASSWORD }, await readFile(this.apiCaFile, 'utf8'))) as { token: string }).token;
     const r = await createClient({ baseUrl: this.apiUrl }).call('login', { body: { email: ADMIN_EMAIL, password: ADMIN_PASSWORD } });
     return r.token;
   }
@@ -162,7 +203,7 @@ export class SplitPlatform {
 
   /** Runs the CLI against the server's API. */
   cli(args: string[], token: string, opts: { cwd?: string; env?: Record<string, string> } = {}) {
-    return runCli(this.apiUrl, join(this.serverDir, 'cli-config'), args, token, opts);
+    return runCli(this.apiUrl, join(this.serverDir, 'cli-config'), args, token, this.apiTls ? { ...opts, env: { NODE_EXTRA_CA_CERTS: this.apiCaFile, ...opts.env } } : opts);
   }
 
   /** Crash of the control plane: kill -9 of the `server` (the node, its apps and router stay). */
@@ -173,7 +214,7 @@ export class SplitPlatform {
   async addServer(): Promise<{ daemon: Daemon; apiUrl: string }> {
     const port = await freePort();
     const apiUrl = `http://127.0.0.1:${port}`;
-    const daemon = new Daemon('server', () => ({ ...this.env(), SHELLWEGO_API_PORT: String(port) }), async () => (await fetch(`${apiUrl}/v1/health`)).ok);
+    const daemon = new Daemon('server', () => ({ ...this.env(), ...this.natsAuth?.serverEnv, SHELLWEGO_API_PORT: String(port) }), async () => (await fetch(`${apiUrl}/v1/health`)).ok);
     this.extraServers.push(daemon);
     await daemon.start();
     return { daemon, apiUrl };
@@ -185,13 +226,44 @@ export class SplitPlatform {
     const dataDir = await mkdtemp(join(tmpdir(), 'swg-split-node-'));
     const bridge = randomBridge();
     const cidr = randomCidr(20 + this.extraNodes.length * 5 + Math.floor(Math.random() * 5));
+    const nats = await this.localNodeNatsEnv();
     const daemon = new Daemon('node', () => ({
-      ...this.env(), SHELLWEGO_NODE_DATA_DIR: dataDir, SHELLWEGO_HTTP_PORT: String(routerPort), SHELLWEGO_BRIDGE: bridge, SHELLWEGO_BRIDGE_CIDR: cidr,
+      ...this.env(), ...nats, SHELLWEGO_NODE_DATA_DIR: dataDir, SHELLWEGO_HTTP_PORT: String(routerPort), SHELLWEGO_BRIDGE: bridge, SHELLWEGO_BRIDGE_CIDR: cidr,
     }), async (printed) => printed.includes('ShellWeGo node ') && (await get(routerPort, '/', 'nothing.localhost')) > 0);
     const node: ExtraNode = { daemon, routerPort, dataDir, bridge };
     this.extraNodes.push(node);
     await daemon.start();
     return node;
+  }
+
+  // ---------- NATS auth ----------
+  /** With natsAuth: where `nats-auth init` wrote its files (in the server's data dir), and the server's env for them. */
+  natsAuth: { dir: string; signer: AccountSigner; serverEnv: Record<string, string>; resolverDir: string } | null = null;
+
+  /** `nats-auth init`'s work, as an operator would do it; returns the nats-server config that includes it. */
+  private async setUpNatsAuth(): Promise<string> {
+    // nats-server keeps account updates (revocations) here: the resolver's own directory.
+    const init = await initNatsAuth(join(this.serverDir, 'nats-auth'), { resolverDir: join(this.serverDir, 'nats-jwt') });
+    const config = join(init.dir, 'nats-server.conf');
+    await writeFile(config, 'include "nats-auth.conf"\n');
+    this.natsAuth = {
+      dir: init.dir, signer: await loadAccountSigner(init.files.accountSigner),
+      serverEnv: {
+        SHELLWEGO_NATS_CREDS: init.files.controlPlaneCreds, SHELLWEGO_NATS_ACCOUNT_SEED: init.files.accountSigner,
+        SHELLWEGO_NATS_SYSTEM_CREDS: init.files.systemCreds, SHELLWEGO_NATS_OPERATOR_SIGNER: init.files.operatorSigner,
+      },
+      resolverDir: init.resolverDir,
+    };
+    return config;
+  }
+
+  /** With natsAuth: a NATS user for a node that does not join (`nats-auth node`; the node takes its id from it). */
+  private async localNodeNatsEnv(): Promise<Record<string, string>> {
+    if (!this.natsAuth) return {};
+    const id = newId('nod');
+    const file = join(this.natsAuth.dir, `${id}.creds`);
+    await writeFile(file, await issueNodeCreds(this.natsAuth.signer, id), { mode: 0o600 });
+    return { SHELLWEGO_NATS_CREDS: file };
   }
 
   // ---------- node join ----------
@@ -206,10 +278,12 @@ export class SplitPlatform {
     const cidr = randomCidr(50 + this.extraNodes.length * 5 + Math.floor(Math.random() * 5));
     const node = { routerPort: 0, dataDir, bridge, token } as JoinedNode;
     node.daemon = new Daemon('node', () => {
-      const { SHELLWEGO_BLOBS_DIR: _local, ...env } = this.env();
+      // Nothing of the server's machine: no blob directory, no NATS CA file (a joined node trusts the CA it pinned).
+      const { SHELLWEGO_BLOBS_DIR: _local, SHELLWEGO_NATS_TLS_CA: _natsCa, ...env } = this.env();
       return {
         ...env, SHELLWEGO_DATA_DIR: join(dataDir, 'not-the-server'), SHELLWEGO_NODE_DATA_DIR: dataDir, SHELLWEGO_HTTP_PORT: String(node.routerPort),
         SHELLWEGO_BRIDGE: bridge, SHELLWEGO_BRIDGE_CIDR: cidr, SHELLWEGO_JOIN_URL: this.apiUrl, ...(node.token ? { SHELLWEGO_JOIN_TOKEN: node.token } : {}),
+        ...(node.caFingerprint ? { SHELLWEGO_CA_FINGERPRINT: node.caFingerprint } : {}), ...(node.natsTlsCa ? { SHELLWEGO_NATS_TLS_CA: node.natsTlsCa } : {}),
       };
     }, async (printed) => printed.includes('ShellWeGo node ') && (await get(node.routerPort, '/', 'nothing.localhost')) > 0);
     this.extraNodes.push(node);
@@ -297,9 +371,39 @@ export interface ExtraNode {
 /** A node added with joinedNode(): `token` goes to its next start (null: rely on saved credentials). */
 export interface JoinedNode extends ExtraNode {
   token: string | null;
+  /** https API: the CA fingerprint to pin at join (unset: trust on first use). */
+  caFingerprint?: string;
+  /** A CA file for NATS instead of the pinned CA. */
+  natsTlsCa?: string;
+}
+
+/** GET /v1/health is 200: over https verified against `caFile` (the test process cannot make fetch trust a CA). */
+async function healthy(apiUrl: string, caFile: string | null): Promise<boolean> {
+  if (!caFile) return (await fetch(`${apiUrl}/v1/health`)).ok;
+  const ca = await readFile(caFile, 'utf8');
+  return new Promise((res, rej) => {
+    const req = httpsRequest(`${apiUrl}/v1/health`, { ca, agent: false }, (r) => {
+      r.resume();
+      res(r.statusCode === 200);
+    });
+    req.on('error', rej);
+    req.end();
+  });
+}
+
+function httpsPost(url: string, body: unknown, ca: string): Promise<string> {
+  return new Promise((res, rej) => {
+    const req = httpsRequest(url, { method: 'POST', ca, agent: false, headers: { 'content-type': 'application/json' } }, (r) => {
+      let text = '';
+      r.on('data', (c: Buffer) => (text += c));
+      r.on('end', () => (r.statusCode === 200 || r.statusCode === 201 ? res(text) : rej(new Error(`POST ${url}: HTTP ${r.statusCode} ${text}`))));
+    });
+    req.on('error', rej);
+    req.end(JSON.stringify(body));
+  });
 }
 
 /** One split platform for the test file (see suiteFor in platform.ts). */
-export function splitSuite(opts: { isolation?: 'sandbox' | 'none'; env?: Record<string, string>; jetstream?: boolean } = {}) {
+export function splitSuite(opts: { isolation?: 'sandbox' | 'none'; env?: Record<string, string>; jetstream?: boolean; natsAuth?: boolean; apiTls?: boolean; natsTls?: boolean } = {}) {
   return suiteFor(() => SplitPlatform.start(opts));
 }

@@ -48,6 +48,8 @@ export interface AgentOptions {
   capacity?: { cpus: number; memoryMb: number; diskMb?: number };
   /** Node labels for placement (e.g. zone=a), reported with every heartbeat. */
   labels?: Record<string, string>;
+  /** host:port of this node's router cluster listener, reported with every heartbeat (routing across nodes). */
+  clusterEndpoint?: string;
   /** Full status report of every instance (and a reconcile pass). Default 10000. */
   statusIntervalMs?: number;
   /** A web process must accept TCP connections on $PORT within this. Default 60000. */
@@ -114,8 +116,8 @@ class NodeAgent implements Agent {
       logMaxBytes: opts.logMaxBytes ?? 16 * 1024 * 1024,
       owner: (spec) => (this.isRoot ? { uid: appUid(spec.appId), gid: appUid(spec.appId) } : null),
       pickPort: (runner, preferred) => this.pickPort(runner, preferred),
-      report: (msg) => this.publish(subjects.instanceStatus, msg),
-      publishLogs: (appId, lines) => this.publish(subjects.appLogs(appId), { appId, lines } satisfies AppLogMessage),
+      report: (msg) => this.publish(subjects.instanceStatus(opts.nodeId), msg),
+      publishLogs: (appId, lines) => this.publish(subjects.appLogs(opts.nodeId, appId), { appId, lines } satisfies AppLogMessage),
       onGone: (runner) => this.onGone(runner),
     };
     this.oneoffs = new OneOffs({
@@ -283,7 +285,7 @@ class NodeAgent implements Agent {
       if (this.rejected.get(id) === problem) continue;
       this.rejected.set(id, problem);
       this.logger.error({ instance: id, problem }, 'assigned instance cannot be run');
-      this.publish(subjects.instanceStatus, {
+      this.publish(subjects.instanceStatus(this.opts.nodeId), {
         nodeId: this.opts.nodeId, instanceId: id, state: 'crashed', exitCode: null, signal: null, oomKilled: false, restarts: 0,
         address: null, startedAt: null, at: new Date().toISOString(), lastLog: [`agent refused the assignment: ${problem}`],
         restartGeneration: typeof spec.restartGeneration === 'number' ? spec.restartGeneration : 0,
@@ -357,9 +359,10 @@ class NodeAgent implements Agent {
     const base = this.opts.capacity ?? { cpus: os.cpus().length, memoryMb: Math.floor(os.totalmem() / 1024 / 1024) };
     const capacity = base.diskMb === undefined ? { ...base, ...this.diskMb() } : base;
     const live = [...this.runners.values()].filter((r) => r.phase !== 'stopped').length;
-    this.publish(subjects.heartbeat, {
+    this.publish(subjects.heartbeat(this.opts.nodeId), {
       nodeId: this.opts.nodeId, name: this.opts.name, isolation: this.opts.runtime.isolation, capacity, instances: live, at: new Date().toISOString(),
       ...(this.opts.labels ? { labels: this.opts.labels } : {}),
+      ...(this.opts.clusterEndpoint ? { clusterEndpoint: this.opts.clusterEndpoint } : {}),
     } satisfies HeartbeatMessage);
   }
 
@@ -376,10 +379,10 @@ class NodeAgent implements Agent {
   /** Level-triggered: the whole truth, so a restarted control plane (or a lost message) catches up. */
   private reportAll(): void {
     const now = Date.now();
-    for (const r of this.runners.values()) this.publish(subjects.instanceStatus, r.status());
+    for (const r of this.runners.values()) this.publish(subjects.instanceStatus(this.opts.nodeId), r.status());
     for (const [id, t] of this.tombstones) {
       if (t.until < now) this.tombstones.delete(id);
-      else this.publish(subjects.instanceStatus, { ...t.msg, at: new Date().toISOString() });
+      else this.publish(subjects.instanceStatus(this.opts.nodeId), { ...t.msg, at: new Date().toISOString() });
     }
   }
 

@@ -64,10 +64,10 @@ class Session {
   readonly end: Promise<OneOffOutputMessage>;
   private wake: () => void = () => {};
 
-  constructor(private readonly bus: InProcessBus, readonly id: string) {
+  constructor(private readonly bus: InProcessBus, readonly id: string, readonly nodeId = 'nod_oneoff') {
     let done!: (m: OneOffOutputMessage) => void;
     this.end = new Promise((r) => (done = r));
-    bus.subscribe<OneOffOutputMessage>(subjects.oneOffOutput(id), (m) => {
+    bus.subscribe<OneOffOutputMessage>(subjects.oneOffOutput(nodeId, id), (m) => {
       if (m.type === 'started') this.started = true;
       if (m.type === 'output') {
         const b = Buffer.from(m.data, 'base64');
@@ -80,7 +80,7 @@ class Session {
   }
 
   send(m: OneOffInputMessage): Promise<void> {
-    return this.bus.publish(subjects.oneOffInput(this.id), m);
+    return this.bus.publish(subjects.oneOffInput(this.nodeId, this.id), m);
   }
 
   type(text: string): Promise<void> {
@@ -213,14 +213,14 @@ describe('one-off processes without isolation', () => {
   });
 
   it('runs as the app user (when root) with the release env, on pipes and on a terminal', async () => {
-    const s = new Session(bus, `run-${randomBytes(8).toString('hex')}`);
+    const s = new Session(bus, `run-${randomBytes(8).toString('hex')}`, nodeId);
     await bus.publish(subjects.oneOffStart(nodeId), startMsg(s.id, digest, 'echo "$SOMECONFIG $(id -u)"; exit 4'));
     assert.deepEqual(await s.end, { type: 'exit', exitCode: 4, signal: null });
     const [value, uid] = s.out.toString().trim().split(' ');
     assert.equal(value, 'configured-value');
     if (process.getuid?.() === 0) assert.notEqual(uid, '0');
 
-    const t = new Session(bus, `run-${randomBytes(8).toString('hex')}`);
+    const t = new Session(bus, `run-${randomBytes(8).toString('hex')}`, nodeId);
     await bus.publish(subjects.oneOffStart(nodeId), startMsg(t.id, digest, '/bin/sh', { tty: true }));
     await t.type('tty; exit 6\n');
     assert.deepEqual(await t.end, { type: 'exit', exitCode: 6, signal: null });

@@ -107,7 +107,7 @@ export class OneOffs {
     if (problem) {
       this.deps.logger.warn({ session: m?.sessionId, problem }, 'one-off start refused');
       if (typeof m?.sessionId === 'string' && SESSION_ID_RE.test(m.sessionId)) {
-        void this.deps.bus.publish(subjects.oneOffOutput(m.sessionId), { type: 'error', message: `agent refused the one-off: ${problem}` } satisfies OneOffOutputMessage);
+        void this.deps.bus.publish(subjects.oneOffOutput(this.deps.nodeId, m.sessionId), { type: 'error', message: `agent refused the one-off: ${problem}` } satisfies OneOffOutputMessage);
       }
       return;
     }
@@ -139,7 +139,7 @@ class OneOffSession {
   ) {
     this.spec = msg.spec;
     this.dir = path.join(deps.root, msg.sessionId);
-    this.sub = deps.bus.subscribe<OneOffInputMessage>(subjects.oneOffInput(msg.sessionId), (m) => this.onInput(m));
+    this.sub = deps.bus.subscribe<OneOffInputMessage>(subjects.oneOffInput(deps.nodeId, msg.sessionId), (m) => this.onInput(m));
     const every = Math.min(5000, Math.max(250, Math.floor(msg.idleTimeoutMs / 4)));
     this.watchdog = setInterval(() => {
       if (Date.now() - this.lastInput > msg.idleTimeoutMs) this.kill(`no input or keepalive for ${msg.idleTimeoutMs} ms`);
@@ -156,7 +156,7 @@ class OneOffSession {
   }
 
   private publish(m: OneOffOutputMessage): void {
-    this.deps.bus.publish(subjects.oneOffOutput(this.msg.sessionId), m).catch((err) => this.deps.logger.warn({ err }, 'bus publish failed'));
+    this.deps.bus.publish(subjects.oneOffOutput(this.deps.nodeId, this.msg.sessionId), m).catch((err) => this.deps.logger.warn({ err }, 'bus publish failed'));
   }
 
   private output(stream: 'stdout' | 'stderr', chunk: Buffer | string): void {

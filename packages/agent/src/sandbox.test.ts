@@ -240,7 +240,7 @@ describe('agent with the sandbox runtime', { skip }, () => {
       import { pino } from 'pino';
       const runtime = await createRuntime(${JSON.stringify({ isolation: 'sandbox', bridge: { name: BRIDGE, cidr: CIDR }, cgroupRoot: CG_ROOT, stateRoot: path.join(ROOT, 'runtime') })});
       const bus = new InProcessBus();
-      bus.subscribe('instance.status', (m) => { if (m.state === 'running') console.log('STATUS ' + JSON.stringify(m)); else console.error(JSON.stringify(m)); });
+      bus.subscribe('agent.*.status', (m) => { if (m.state === 'running') console.log('STATUS ' + JSON.stringify(m)); else console.error(JSON.stringify(m)); });
       const agent = createAgent({ nodeId: '${nodeId}', name: 'kill9', bus, blobs: new DirBlobStore(${JSON.stringify(path.join(ROOT, 'blobs'))}), runtime, dataDir: ${JSON.stringify(dataDir)}, logger: pino({ level: 'info' }, pino.destination(2)) });
       await agent.start();
       await bus.publish('agent.${nodeId}.assignments', { nodeId: '${nodeId}', generation: 1, instances: [makeSpec('ins_k9', '${digest}')] });

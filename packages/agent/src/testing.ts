@@ -94,7 +94,7 @@ export class BusRecorder {
   private waiters: Array<() => void> = [];
 
   constructor(bus: Bus) {
-    bus.subscribe<InstanceStatusMessage>(subjects.instanceStatus, (m) => {
+    bus.subscribe<InstanceStatusMessage>(subjects.allInstanceStatus, (m) => {
       this.statuses.push(m);
       this.notify();
     });
@@ -102,7 +102,7 @@ export class BusRecorder {
       this.logs.push(...m.lines);
       this.notify();
     });
-    bus.subscribe(subjects.heartbeat, () => {
+    bus.subscribe(subjects.allHeartbeats, () => {
       this.heartbeats++;
       this.notify();
     });

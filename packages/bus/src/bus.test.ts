@@ -402,17 +402,17 @@ describe('NatsBus with JetStream (durable subjects) over a real nats-server', ()
     const bus = await connect('retry', { onError: (_e, s) => errors.push(s) });
     const attempts: number[] = [];
     const handled: number[] = [];
-    bus.subscribe<number>('instance.status', (n) => {
+    bus.subscribe<number>('agent.nod_t.status', (n) => {
       attempts.push(n);
       if (attempts.filter((x) => x === n).length === 1) throw new Error('store is briefly down');
       handled.push(n);
     });
     await bus.drain();
-    await bus.publish('instance.status', 7);
+    await bus.publish('agent.nod_t.status', 7);
     await bus.drain();
     assert.deepEqual(attempts, [7, 7]);
     assert.deepEqual(handled, [7]);
-    assert.deepEqual(errors, ['instance.status']);
+    assert.deepEqual(errors, ['agent.nod_t.status']);
   });
 
   test('a handler that keeps failing is given up after maxDeliver deliveries (and reported each time)', async () => {
@@ -469,18 +469,18 @@ describe('NatsBus with JetStream (durable subjects) over a real nats-server', ()
     const handled = new Set<number>();
     let release!: () => void;
     const gate = new Promise<void>((r) => { release = r; });
-    sub.subscribe<number>('instance.status', async (n) => {
+    sub.subscribe<number>('agent.nod_t.status', async (n) => {
       if (n >= 5) await gate; // handles 0-4, then stalls: the rest are stored but unhandled
       handled.add(n);
     });
     await sub.drain();
-    for (let i = 0; i < 20; i++) await pub.publish('instance.status', i); // each resolved = stored by JetStream
+    for (let i = 0; i < 20; i++) await pub.publish('agent.nod_t.status', i); // each resolved = stored by JetStream
     await until('the first five handled', () => handled.size === 5);
 
     await server.kill();
     release();
     // Published while the server is down: publish() retries until the restarted server stores it.
-    const during = Promise.all([20, 21, 22].map((i) => pub.publish('instance.status', i)));
+    const during = Promise.all([20, 21, 22].map((i) => pub.publish('agent.nod_t.status', i)));
     await until('disconnect noticed', () => statuses.includes('disconnect'));
     await server.boot();
     await during;

@@ -66,7 +66,7 @@ export function defaultDurableStreams(): DurableStream[] {
   return [
     { name: 'SHELLWEGO_BUILDS', subjects: [subjects.buildRequested, subjects.allBuildResults], maxAgeMs: 24 * hour, maxBytes: 64 * 1024 * 1024 },
     { name: 'SHELLWEGO_ASSIGNMENTS', subjects: [subjects.assignments('*')], maxMsgsPerSubject: 1, maxAgeMs: 24 * hour, maxBytes: 256 * 1024 * 1024 },
-    { name: 'SHELLWEGO_STATUS', subjects: [subjects.instanceStatus], maxAgeMs: hour, maxBytes: 128 * 1024 * 1024 },
+    { name: 'SHELLWEGO_STATUS', subjects: [subjects.allInstanceStatus], maxAgeMs: hour, maxBytes: 128 * 1024 * 1024 },
     { name: 'SHELLWEGO_EVENTS', subjects: [subjects.events('*')], delivery: 'live', maxAgeMs: 24 * hour, maxBytes: 128 * 1024 * 1024 },
     { name: 'SHELLWEGO_LOGS', subjects: [subjects.allAppLogs], maxAgeMs: hour, maxBytes: 512 * 1024 * 1024 },
   ];

@@ -24,8 +24,10 @@ export async function freePort(): Promise<number> {
 export class NatsServerProcess {
   private proc: ChildProcess | null = null;
   output = '';
+  /** Clients must speak TLS; the server presents this certificate (chain) and key (PEM files). */
+  tls: { certFile: string; keyFile: string } | null = null;
 
-  private constructor(readonly port: number, private readonly bin: string, readonly storeDir: string | null) {}
+  private constructor(readonly port: number, private readonly bin: string, readonly storeDir: string | null, readonly config: string | null = null) {}
 
   get url(): string {
     return `nats://127.0.0.1:${this.port}`;
@@ -33,11 +35,13 @@ export class NatsServerProcess {
 
   /**
    * `jetstream`: enable JetStream with file storage in a fresh temporary directory, kept across
-   * kill()/boot() (a crash keeps the store) and removed by stop().
+   * kill()/boot() (a crash keeps the store) and removed by stop(). `config`: a nats-server config
+   * file (e.g. one that includes the operator set-up of nats-auth.ts), under the flags above.
    */
-  static async start(opts: { bin?: string; jetstream?: boolean } = {}): Promise<NatsServerProcess> {
+  static async start(opts: { bin?: string; jetstream?: boolean; config?: string; tls?: { certFile: string; keyFile: string } } = {}): Promise<NatsServerProcess> {
     const storeDir = opts.jetstream ? await mkdtemp(join(tmpdir(), 'shellwego-nats-')) : null;
-    const s = new NatsServerProcess(await freePort(), opts.bin ?? process.env.NATS_SERVER_BIN ?? 'nats-server', storeDir);
+    const s = new NatsServerProcess(await freePort(), opts.bin ?? process.env.NATS_SERVER_BIN ?? 'nats-server', storeDir, opts.config ?? null);
+    s.tls = opts.tls ?? null;
     try {
       await s.boot();
     } catch (err) {
@@ -50,8 +54,9 @@ export class NatsServerProcess {
   /** Starts the server (again) on the same port; resolves once it accepts clients. */
   async boot(): Promise<void> {
     if (this.proc && this.proc.exitCode === null && this.proc.signalCode === null) throw new Error('nats-server is already running');
-    const args = ['-a', '127.0.0.1', '-p', String(this.port)];
+    const args = [...(this.config ? ['-c', this.config] : []), '-a', '127.0.0.1', '-p', String(this.port)];
     if (this.storeDir) args.push('-js', '-sd', this.storeDir);
+    if (this.tls) args.push('--tls', '--tlscert', this.tls.certFile, '--tlskey', this.tls.keyFile);
     const proc = spawn(this.bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc = proc;
     await new Promise<void>((resolve, reject) => {

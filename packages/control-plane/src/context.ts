@@ -26,6 +26,17 @@ export interface ControlPlaneSettings {
   fetchAllowPrivate?: boolean;
   /** Placement policy and CPU overcommit (SHELLWEGO_SCHEDULING_POLICY, SHELLWEGO_CPU_OVERCOMMIT); absent = spread, 4. */
   scheduling?: SchedulingSettings;
+  /**
+   * Split mode with an https API: the install's CA nodes pin at join (`shellwego nodes token`
+   * prints its fingerprint) and whether nats-server's certificate is signed by it too.
+   */
+  nodeTls?: { caPem: string; caFingerprint: string; natsUsesInstallCa: boolean };
+  /** The API's URL for nodes to join (set by the composition root once the API listens). */
+  apiUrl?: string;
+  /** NATS with authentication: issues a joining node's NATS credentials (.creds), allowed only its own subjects, and the user's public key. */
+  natsNodeCreds?: (nodeId: string) => Promise<{ creds: string; userKey: string }>;
+  /** NATS with authentication: pushes the store's revoked NATS users to nats-server now (a removed node's connections close). */
+  natsRevoke?: () => Promise<void>;
 }
 
 /** Everything a handler or controller needs, built once by the composition root. */

@@ -64,8 +64,10 @@ function parse<S extends z.ZodType | undefined>(schema: S, value: unknown, where
   return r.data;
 }
 
-export async function buildHttpServer(cp: ControlPlaneContext, handlers: Handlers): Promise<FastifyInstance> {
-  const app = Fastify({ logger: false, bodyLimit: 1024 * 1024, requestIdHeader: 'x-request-id', return503OnClosing: true, forceCloseConnections: true });
+export async function buildHttpServer(cp: ControlPlaneContext, handlers: Handlers, https?: { cert: string; key: string }): Promise<FastifyInstance> {
+  const fastifyOptions = { logger: false, bodyLimit: 1024 * 1024, requestIdHeader: 'x-request-id', return503OnClosing: true, forceCloseConnections: true } as const;
+  // https (split mode's API): the same routes; the raw server is then a node:https Server.
+  const app = https ? Fastify({ ...fastifyOptions, https }) as unknown as FastifyInstance : Fastify(fastifyOptions);
   const openapi = buildOpenApi(cp.settings.version);
 
   // Source uploads are streamed straight to disk with their own size limit (see builds.ts).

@@ -14,6 +14,7 @@ import { LogStore } from './logs.ts';
 import { BuildLogs } from './build-logs.ts';
 import { Deployer } from './controllers/deployer.ts';
 import { BuildController } from './controllers/builds.ts';
+import { NodeReports } from './controllers/node-reports.ts';
 import { SecretBox } from './secrets.ts';
 import { bootstrapOwner } from './auth.ts';
 import type { BootstrapResult } from './auth.ts';
@@ -36,6 +37,9 @@ export type { ControlPlaneSettings } from './context.ts';
 export type { TlsMode, TlsSettings } from './domains/manager.ts';
 export type { BootstrapResult } from './auth.ts';
 export { hashPassword, verifyPassword } from './passwords.ts';
+export { certFingerprint, installCa } from './domains/install-ca.ts';
+export { issueLeaf, createCa, loadCa } from './domains/local-ca.ts';
+export type { IssuedPem, LocalCa } from './domains/local-ca.ts';
 
 export const handlers: Handlers = { ...identityHandlers, ...appHandlers, ...streamHandlers, ...webhookHandlers, ...deploymentHandlers, ...imageHandlers, ...domainHandlers, ...nodeHandlers, ...nodeJoinHandlers };
 
@@ -55,6 +59,8 @@ export interface ControlPlaneOptions {
    * serves the API. Default: this one alone (embedded store).
    */
   leader?: LeaderElection;
+  /** Serve the API over https with this certificate (chain) and key; renew with http.server.setSecureContext. */
+  https?: { cert: string; key: string };
 }
 
 export interface ControlPlane {
@@ -81,7 +87,11 @@ export async function createControlPlane(opts: ControlPlaneOptions): Promise<Con
 
   // The Procfile `release:` command runs as a one-off process of the new release before traffic moves.
   deployer.deployments.setReleasePhaseRunner((req, onLine) => runToCompletion(context, req, (line) => onLine(line)));
-  const subs: Subscription[] = [bus.subscribe<AppLogMessage>(subjects.allAppLogs, (m) => logs.append(m.appId, m.lines))];
+  // A node's log lines count only for instances it was assigned (controllers/node-reports.ts).
+  const nodeReports = new NodeReports({ store, logger: logger.child({ part: 'node-reports' }) });
+  const subs: Subscription[] = [bus.subscribe<AppLogMessage>(subjects.allAppLogs, async (m, subject) => {
+    if (await nodeReports.logsAllowed(subject, m)) logs.append(m.appId, m.lines);
+  })];
   builds.listen();
   // Controllers run while this control plane leads; leadership can come and go (failover).
   const leader = opts.leader ?? new SoleLeader();
@@ -106,7 +116,7 @@ export async function createControlPlane(opts: ControlPlaneOptions): Promise<Con
     transition = transition.then(() => lead(leading)).catch((err) => logger.error({ err, leading }, 'changing leadership failed'));
   });
   await transition;
-  const http = await buildHttpServer(context, handlers);
+  const http = await buildHttpServer(context, handlers, opts.https);
 
   return {
     context,

@@ -5,6 +5,11 @@ import type { LogLineT } from '@shellwego/core';
 type Listener = (line: LogLineT) => void;
 
 const RING = 2000;
+/**
+ * Rings held in memory at once, least recently written first out: at 10,000 apps a ring per app
+ * would hold hundreds of megabytes. An evicted app's lines are read back from its file.
+ */
+const RINGS_IN_MEMORY = 256;
 const ROTATE_BYTES = 10 * 1024 * 1024;
 
 /**
@@ -30,12 +35,23 @@ export class LogStore {
     const ring = this.rings.get(appId) ?? [];
     ring.push(...lines);
     if (ring.length > RING) ring.splice(0, ring.length - RING);
+    this.rings.delete(appId);
     this.rings.set(appId, ring);
+    if (this.rings.size > RINGS_IN_MEMORY) this.evict();
     const buf = this.pending.get(appId) ?? [];
     for (const l of lines) buf.push(JSON.stringify(l));
     this.pending.set(appId, buf);
     this.scheduleFlush();
     for (const fn of this.listeners.get(appId) ?? []) for (const l of lines) fn(l);
+  }
+
+  private evict(): void {
+    for (const id of this.rings.keys()) {
+      if (this.rings.size <= RINGS_IN_MEMORY) return;
+      if (this.listeners.get(id)?.size) continue; // followed: kept
+      this.rings.delete(id);
+      this.loaded.delete(id);
+    }
   }
 
   platform(appId: string, line: string, extra: Partial<LogLineT> = {}): void {
@@ -70,6 +86,8 @@ export class LogStore {
     if (this.loaded.has(appId)) return;
     this.loaded.add(appId);
     await this.flush();
+    // Every line in memory now is in the file too: only lines appended from here on are added to it.
+    const flushed = this.rings.get(appId)?.length ?? 0;
     let fh;
     try {
       fh = await open(this.file(appId), 'r');
@@ -88,7 +106,7 @@ export class LogStore {
         if (!l) continue;
         try { parsed.push(JSON.parse(l) as LogLineT); } catch {}
       }
-      const inMemory = this.rings.get(appId) ?? [];
+      const inMemory = (this.rings.get(appId) ?? []).slice(flushed);
       const merged = [...parsed.slice(-RING), ...inMemory].slice(-RING);
       this.rings.set(appId, merged);
     } finally {

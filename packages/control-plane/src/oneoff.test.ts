@@ -81,14 +81,14 @@ test('a session starts on the node with the release env, relays input, and ends 
   const inputs: OneOffInputMessage[] = [];
   bus.subscribe<OneOffStartMessage>(subjects.oneOffStart('nod_1'), async (m) => {
     starts.push(m);
-    bus.subscribe<OneOffInputMessage>(subjects.oneOffInput(m.sessionId), async (i) => {
+    bus.subscribe<OneOffInputMessage>(subjects.oneOffInput('nod_1', m.sessionId), async (i) => {
       inputs.push(i);
-      const out = (x: OneOffOutputMessage) => bus.publish(subjects.oneOffOutput(m.sessionId), x);
+      const out = (x: OneOffOutputMessage) => bus.publish(subjects.oneOffOutput('nod_1', m.sessionId), x);
       if (i.type === 'data') await out({ type: 'output', stream: 'stdout', data: i.data });
       if (i.type === 'kill') await out({ type: 'exit', exitCode: 137, signal: 'SIGKILL' });
     });
-    await bus.publish(subjects.oneOffOutput(m.sessionId), { type: 'started' });
-    await bus.publish(subjects.oneOffOutput(m.sessionId), { type: 'output', stream: 'stderr', data: Buffer.from('early\n').toString('base64') });
+    await bus.publish(subjects.oneOffOutput('nod_1', m.sessionId), { type: 'started' });
+    await bus.publish(subjects.oneOffOutput('nod_1', m.sessionId), { type: 'output', stream: 'stderr', data: Buffer.from('early\n').toString('base64') });
   });
   const session = await startOneOff(cp, { organizationId: org.id, appId: 'web-app', command: 'bash', tty: true, cols: 100, rows: 30, env: { EXTRA: '1' }, by: 'dev@example.com', idleTimeoutMs: 1500 });
   const got: string[] = [];
@@ -119,8 +119,8 @@ test('keepalives flow while a session is open; a node that goes down ends it wit
   const { cp, store, bus, org } = await setup();
   const inputs: OneOffInputMessage[] = [];
   bus.subscribe<OneOffStartMessage>(subjects.oneOffStart('nod_1'), (m) => {
-    bus.subscribe<OneOffInputMessage>(subjects.oneOffInput(m.sessionId), (i) => void inputs.push(i));
-    void bus.publish(subjects.oneOffOutput(m.sessionId), { type: 'started' });
+    bus.subscribe<OneOffInputMessage>(subjects.oneOffInput('nod_1', m.sessionId), (i) => void inputs.push(i));
+    void bus.publish(subjects.oneOffOutput('nod_1', m.sessionId), { type: 'started' });
   });
   const session = await startOneOff(cp, { organizationId: org.id, appId: 'web-app', command: 'sleep 100', tty: false, idleTimeoutMs: 1500 });
   while (!inputs.some((i) => i.type === 'keepalive')) await new Promise((r) => setTimeout(r, 50));
@@ -136,7 +136,7 @@ test('keepalives flow while a session is open; a node that goes down ends it wit
 test('runToCompletion: lines to the callback, the exit back; refusals are clear errors', async () => {
   const { cp, bus, org, store } = await setup();
   bus.subscribe<OneOffStartMessage>(subjects.oneOffStart('nod_1'), async (m) => {
-    const out = (x: OneOffOutputMessage) => bus.publish(subjects.oneOffOutput(m.sessionId), x);
+    const out = (x: OneOffOutputMessage) => bus.publish(subjects.oneOffOutput('nod_1', m.sessionId), x);
     await out({ type: 'started' });
     if (m.spec.command === 'fail-to-start') return out({ type: 'error', message: 'no such artifact' });
     await out({ type: 'output', stream: 'stdout', data: Buffer.from('migrating\nmigr').toString('base64') });

@@ -183,7 +183,7 @@ class Session implements OneOffSession {
     idleTimeoutMs: number,
   ) {
     this.exited = new Promise((r) => (this.finish = r));
-    this.sub = cp.bus.subscribe<OneOffOutputMessage>(subjects.oneOffOutput(id), (m) => this.onMessage(m));
+    this.sub = cp.bus.subscribe<OneOffOutputMessage>(subjects.oneOffOutput(nodeId, id), (m) => this.onMessage(m));
     // Keepalives well inside the agent's idle timeout; each tick also checks the node is still up.
     this.timer = setInterval(() => void this.tick(), Math.max(500, Math.floor(idleTimeoutMs / 3)));
     this.timer.unref();
@@ -195,7 +195,7 @@ class Session implements OneOffSession {
 
   private send(m: OneOffInputMessage): void {
     if (this.done) return;
-    this.cp.bus.publish(subjects.oneOffInput(this.id), m).catch((err) => this.cp.logger.warn({ err, session: this.id }, 'one-off input publish failed'));
+    this.cp.bus.publish(subjects.oneOffInput(this.nodeId, this.id), m).catch((err) => this.cp.logger.warn({ err, session: this.id }, 'one-off input publish failed'));
   }
 
   private async tick(): Promise<void> {

@@ -613,7 +613,11 @@ export const routes = {
       expiresInSeconds: z.number().int().min(1).max(30 * 86_400).default(3600).describe('validity in seconds, up to 30 days (default 1 hour)'),
       uses: z.number().int().min(1).max(1000).default(1).describe('how many nodes may join with it (default 1)'),
     }),
-    response: z.object({ id: z.string(), token: z.string(), expiresAt: z.string(), uses: z.number() }), status: 201,
+    response: z.object({
+      id: z.string(), token: z.string(), expiresAt: z.string(), uses: z.number(),
+      caFingerprint: z.string().nullable().describe("sha256 of the install's CA the node pins with --ca-fingerprint (null: the API is plain http)"),
+      apiUrl: z.string().nullable().describe('the API URL nodes join (null: not known to the server)'),
+    }), status: 201,
   }),
   joinNode: route({
     method: 'POST', path: '/v1/nodes/join', summary: 'A node joins with a join token and gets its own credentials (public: the token is the credential)', auth: 'none',
@@ -623,7 +627,12 @@ export const routes = {
       isolation: z.string().min(1).max(32),
       capacity: strict({ cpus: z.number().int().min(1).max(4096), memoryMb: z.number().int().min(1), diskMb: z.number().int().min(0).optional() }),
     }),
-    response: z.object({ nodeId: z.string(), secret: z.string() }), status: 201,
+    response: z.object({
+      nodeId: z.string(), secret: z.string(),
+      caPem: z.string().nullable().describe("the install's CA (https API): the node checks it against the fingerprint it pinned"),
+      natsUsesInstallCa: z.boolean().describe("nats-server's certificate is signed by that CA: the node verifies NATS against it"),
+      natsCreds: z.string().nullable().describe("the node's NATS user credentials (.creds: JWT + seed), allowed only its own subjects (null: NATS without authentication)"),
+    }), status: 201,
   }),
   getNodeBlob: route({
     method: 'GET', path: '/v1/node/blobs/:digest', summary: 'A build artifact by sha256, for nodes (Authorization: Node <node id>:<secret>; streams application/octet-stream)', auth: 'none',

@@ -9,13 +9,17 @@ import type { LogLineT } from './api.ts';
 export const subjects = {
   /** Control plane → one agent: the full set of instances it should run (level-triggered). */
   assignments: (nodeId: string) => `agent.${nodeId}.assignments`,
+  // What a node publishes lives under `agent.<its id>.`: NATS permissions confine each node to
+  // its own subjects, and the control plane checks the subject's id against the message's nodeId.
   /** Agent → control plane: liveness and capacity. */
-  heartbeat: 'agent.heartbeat',
+  heartbeat: (nodeId: string) => `agent.${nodeId}.heartbeat`,
+  allHeartbeats: 'agent.*.heartbeat',
   /** Agent → control plane: observed state of instances. */
-  instanceStatus: 'instance.status',
+  instanceStatus: (nodeId: string) => `agent.${nodeId}.status`,
+  allInstanceStatus: 'agent.*.status',
   /** Agent → control plane: app output. */
-  appLogs: (appId: string) => `logs.app.${appId}`,
-  allAppLogs: 'logs.app.>',
+  appLogs: (nodeId: string, appId: string) => `agent.${nodeId}.logs.${appId}`,
+  allAppLogs: 'agent.*.logs.*',
   /** Control plane → builders (queue group: one builder takes each build). */
   buildRequested: 'build.requested',
   buildLog: (buildId: string) => `build.${buildId}.log`,
@@ -23,8 +27,9 @@ export const subjects = {
   allBuildResults: 'build.*.result',
   /** Control plane → routers: the whole route table (small; replacing it whole keeps routers simple). */
   routes: 'router.routes',
-  /** Router → control plane: per-instance request and error counts (canary analysis). */
-  routerStats: 'router.stats',
+  /** Router → control plane: per-instance request and error counts (canary analysis), as its node (router id = node id). */
+  routerStats: (nodeId: string) => `agent.${nodeId}.router.stats`,
+  allRouterStats: 'agent.*.router.stats',
   /** Router → control plane: ask for the current route table after (re)start. */
   routesRequest: 'router.routes.request',
   /** Control plane → routers: every certificate (with its key) routers terminate TLS with, whole. */
@@ -41,9 +46,9 @@ export const subjects = {
   /** Control plane → one agent: start a one-off process (`shellwego run`). */
   oneOffStart: (nodeId: string) => `agent.${nodeId}.oneoff.start`,
   /** Control plane → agent: input, resize, signal, keepalive, kill for one session. */
-  oneOffInput: (sessionId: string) => `oneoff.${sessionId}.in`,
+  oneOffInput: (nodeId: string, sessionId: string) => `agent.${nodeId}.oneoff.${sessionId}.in`,
   /** Agent → control plane: output chunks, then exactly one exit (or error). */
-  oneOffOutput: (sessionId: string) => `oneoff.${sessionId}.out`,
+  oneOffOutput: (nodeId: string, sessionId: string) => `agent.${nodeId}.oneoff.${sessionId}.out`,
 } as const;
 
 export interface InstanceLimits {
@@ -105,6 +110,8 @@ export interface HeartbeatMessage {
   labels?: Record<string, string>;
   instances: number;
   at: string;
+  /** host:port where this node's router takes requests for its instances from other nodes' routers (absent = not offered). */
+  clusterEndpoint?: string;
 }
 
 export interface InstanceStatusMessage {
@@ -169,6 +176,8 @@ export interface RouteBackend {
   address: string;
   /** Relative share of the route's traffic (weighted round-robin); absent = 1. 0 = no new requests. */
   weight?: number;
+  /** The node the instance runs on: another node's instance is reached through that node's router (`nodes`). */
+  nodeId?: string;
 }
 
 /** Router → control plane, every few seconds: requests and failures per instance since the last report. */
@@ -183,6 +192,14 @@ export interface RouteTableMessage {
   version: number;
   /** hostname (lowercase, no port) → ready web instances */
   routes: Record<string, { appId: string; appName: string; backends: RouteBackend[] } & RouteTlsOptions>;
+  /**
+   * Routing across nodes: nodeId → the host:port of that node's router cluster listener. A
+   * router reaches its own node's instances directly and another node's through that listener
+   * (instance bridges are not routed between hosts); a node absent here is reached directly.
+   */
+  nodes?: Record<string, string>;
+  /** Shared secret a router presents to another node's cluster listener (only routers may pick instances there). */
+  clusterToken?: string;
 }
 
 /** Per-host TLS behaviour of a route (custom domains); absent = off. */

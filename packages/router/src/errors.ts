@@ -4,6 +4,10 @@ export const routerErrors = {
   noSuchApp: { status: 404, code: 'no_such_app' },
   backendUnavailable: { status: 502, code: 'backend_unavailable' },
   noRunningInstances: { status: 503, code: 'no_running_instances' },
+  // Cluster listener (cluster.ts): requests from other nodes' routers.
+  clusterForbidden: { status: 403, code: 'cluster_forbidden' },
+  instanceNotOnNode: { status: 502, code: 'instance_not_on_node' },
+  instanceUnreachable: { status: 502, code: 'instance_unreachable' },
 } as const;
 
 export type RouterError = (typeof routerErrors)[keyof typeof routerErrors];

@@ -14,7 +14,7 @@ function isPlainConnectionToken(token: string): boolean {
 }
 
 /** Header names listed in a Connection header (hop-by-hop by declaration), lowercased. */
-function declaredHopHeaders(connection: string): string[] | null {
+export function declaredHopHeaders(connection: string): string[] | null {
   let extra: string[] | null = null;
   for (const part of connection.split(',')) {
     const token = part.trim().toLowerCase();
@@ -24,7 +24,7 @@ function declaredHopHeaders(connection: string): string[] | null {
   return extra;
 }
 
-function dropNamed(raw: string[], names: string[]): string[] {
+export function dropNamed(raw: string[], names: string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {
     if (!names.includes(raw[i].toLowerCase())) out.push(raw[i], raw[i + 1]);
@@ -111,6 +111,8 @@ export function scanRequestHeaders(raw: string[], ctx: ForwardContext, forUpgrad
       case 'x-forwarded-proto':
       case 'x-forwarded-host':
       case 'x-forwarded-port':
+      case 'x-shellwego-instance': // router-to-router headers (cluster.ts) are never taken from a client
+      case 'x-shellwego-cluster-token':
         break;
       default:
         out.push(name, value);

@@ -18,6 +18,7 @@ import type { MetricsRegistry } from './metrics.ts';
 import { proxyUpgrade } from './upgrade.ts';
 import { UpstreamPool } from './upstream.ts';
 import { TlsFrontend } from './tls.ts';
+import { UNDELIVERED_CODES, hopHeaders, hopRefusal, scanHopRequest } from './cluster.ts';
 import type { RouterTlsOptions } from './tls.ts';
 import type { UpstreamConn, UpstreamHandler } from './upstream.ts';
 
@@ -51,12 +52,22 @@ export interface RouterOptions {
   keepAliveTimeoutMs?: number;
   /** How often per-instance request/failure counts go to the control plane (canary analysis). Default 2 s. */
   statsIntervalMs?: number;
-  /** Names this router in its stats reports. Default: a random id. */
+  /** Names this router in its stats reports (`agent.<id>.router.stats`). Default: `nodeId`, else a random id. */
   routerId?: string;
   /** Value of X-Forwarded-Proto (set to https when TLS is terminated in front). Default http. */
   proto?: 'http' | 'https';
   /** Also terminate TLS (SNI certificates, ACME HTTP-01 answers, redirects, HSTS; see tls.ts). */
   tls?: RouterTlsOptions;
+  /** The node this router runs on: its instances are reached directly, other nodes' through their routers (cluster.ts). */
+  nodeId?: string;
+  /** Take requests for this node's instances from other nodes' routers here (needs `nodeId`); port 0 picks a free one. */
+  cluster?: { host: string; port: number };
+  /**
+   * The address (host:port) an instance of this node runs at now, or null (from the agent): lets
+   * the cluster listener still reach an instance that just left the route table (it drains),
+   * never an address since given to another instance. Without it, only table entries are reached.
+   */
+  runningAt?: (instanceId: string) => string | null;
 }
 
 export interface Router {
@@ -64,6 +75,8 @@ export interface Router {
   port: number;
   /** The HTTPS port listened on; null without `tls`. */
   httpsPort: number | null;
+  /** The cluster listener's port; null without `cluster`. */
+  clusterPort: number | null;
   /** Stops accepting, lets in-flight requests finish (bounded), closes everything. Idempotent. */
   close(): Promise<void>;
   /** The route table currently in force (a copy). */
@@ -73,6 +86,7 @@ export interface Router {
 /** Router-wide state the per-request code needs. */
 interface Shared {
   pool: UpstreamPool;
+  table: RouteTable;
   logger: Logger | undefined;
   metrics: RouterMetrics | null;
   timed: boolean;
@@ -104,6 +118,8 @@ class Exchange implements UpstreamHandler {
   responded = false;
   bytes = 0;
   clientGone = false;
+  /** Came from another node's router: its stats are counted there, and failures say the hop did not deliver. */
+  hopped = false;
   private waitingDrain = false;
   private onDrain: (() => void) | null = null;
 
@@ -157,14 +173,34 @@ class Exchange implements UpstreamHandler {
     if (backend === undefined) return this.reply(routerErrors.backendUnavailable, `no instance of ${route.appName} is reachable`);
     this.backend = backend;
     const method = this.req.method ?? 'GET';
+    let headers = this.scan.headers;
+    if (backend.via !== null) {
+      // Another node's instance: through that node's router, which forwards to it alone.
+      const token = this.shared.table.clusterToken;
+      if (token === undefined) return this.reply(routerErrors.backendUnavailable, `instance of ${route.appName} is on another node and the route table has no cluster token`);
+      headers = headers.concat(hopHeaders(backend.instanceId, token));
+    }
     const conn = this.shared.pool.acquire(backend, now, !this.scan.hasBody && IDEMPOTENT_METHODS.has(method));
     this.conn = conn;
-    conn.send(this, { method, path: this.path, headers: this.scan.headers, body: this.scan.hasBody ? this.req : null, chunked: this.scan.chunked });
+    conn.send(this, { method, path: this.path, headers, body: this.scan.hasBody ? this.req : null, chunked: this.scan.chunked });
   }
 
   onResponseHead(status: number, headers: string[]): void {
-    this.responded = true;
     const backend = this.backend!;
+    if (status === 502 && backend.via !== null && !this.scan.hasBody && undelivered(headers)) {
+      // The other node's router did not deliver it (instance gone there, or unreachable): nothing
+      // reached an app, so the next backend may take it.
+      this.conn?.destroy();
+      this.conn = null;
+      backend.unhealthyUntil = Date.now() + this.shared.unhealthyMs;
+      (this.tried ??= []).push(backend);
+      if (this.tried.length < this.route!.backends.length) {
+        this.shared.metrics?.retry();
+        return this.attempt();
+      }
+      return this.reply(routerErrors.backendUnavailable, `no instance of ${this.route!.appName} is reachable`);
+    }
+    this.responded = true;
     if (backend.unhealthyUntil !== 0) backend.unhealthyUntil = 0;
     headers.push('X-Request-Id', this.scan.requestId);
     if (this.shared.closing) headers.push('Connection', 'close');
@@ -224,6 +260,7 @@ class Exchange implements UpstreamHandler {
         shared.metrics?.retry();
         return this.attempt();
       }
+      if (this.hopped) return this.reply(routerErrors.instanceUnreachable, `instance ${backend.instanceId} does not accept connections on this node`);
       return this.reply(routerErrors.backendUnavailable, `no instance of ${route.appName} is reachable`);
     }
     // A pooled connection the backend closed just as we reused it (the keep-alive race):
@@ -232,6 +269,17 @@ class Exchange implements UpstreamHandler {
       this.keepAliveRetries++;
       shared.metrics?.retry();
       return this.attempt();
+    }
+    if (backend.via !== null && !this.scan.hasBody && IDEMPOTENT_METHODS.has(this.req.method ?? '')) {
+      // Another node's router failed before any answer (it died, its node lost power): like
+      // nginx's proxy_next_upstream, an idempotent request goes to the next backend.
+      backend.unhealthyUntil = Date.now() + shared.unhealthyMs;
+      (this.tried ??= []).push(backend);
+      shared.logger?.warn({ backend: backend.address, via: backend.via, instanceId: backend.instanceId, err: err.code ?? err.message }, "other node's router failed before answering; trying the next backend");
+      if (this.tried.length < route.backends.length) {
+        shared.metrics?.retry();
+        return this.attempt();
+      }
     }
     shared.logger?.warn({ backend: backend.address, instanceId: backend.instanceId, err: err.code ?? err.message }, 'backend failed before answering');
     this.reply(routerErrors.backendUnavailable, `instance of ${route.appName} failed to answer`);
@@ -259,7 +307,7 @@ class Exchange implements UpstreamHandler {
       }
     }
     const b = this.backend;
-    if (b !== null) {
+    if (b !== null && !this.hopped) {
       // Counted per backend for the control plane's canary analysis: an answer ≥ 500 (ours or
       // the app's) or a request cut short is a failure.
       b.requests++;
@@ -280,14 +328,15 @@ export async function createRouter(opts: RouterOptions): Promise<Router> {
   const metrics = opts.metrics ? new RouterMetrics(opts.metrics) : null;
   const timed = logger !== undefined || metrics !== null;
 
-  const table = new RouteTable(staleAfterMs);
+  if (opts.cluster && !opts.nodeId) throw new Error('a router with a cluster listener needs its nodeId');
+  const table = new RouteTable(staleAfterMs, opts.nodeId ?? null);
   const hosts = new HostCache();
   const pool = new UpstreamPool({ connectTimeoutMs, idleMs: opts.upstreamIdleMs ?? 30_000, maxIdlePerBackend: 512 });
   const upgraded = new Set<Socket>();
   let drained: (() => void) | null = null;
   const tlsFront = opts.tls ? new TlsFrontend(opts.bus, opts.tls, table, hosts, logger) : null;
   const shared: Shared = {
-    pool, logger, metrics, timed, unhealthyMs, closing: false, inflight: 0,
+    pool, table, logger, metrics, timed, unhealthyMs, closing: false, inflight: 0,
     onFinishedWhileClosing: () => {
       server.closeIdleConnections();
       tlsFront?.closeIdleConnections();
@@ -316,13 +365,27 @@ export async function createRouter(opts: RouterOptions): Promise<Router> {
     ex.start(route);
   }
 
+  /** A request from another node's router: to the named instance of this node, nothing else. */
+  function onHopRequest(req: IncomingMessage, res: ServerResponse): void {
+    shared.inflight++;
+    const hop = scanHopRequest(req.rawHeaders, false);
+    const ex = new Exchange(shared, req, res, hop);
+    ex.hopped = true;
+    ex.hostname = hosts.get(hop.host);
+    const refused = hopRefusal(hop, (t) => table.acceptsToken(t));
+    if (refused !== null) return ex.reply(refused.err, refused.message);
+    const backend = table.localInstance(hop.instanceId!, opts.runningAt);
+    if (backend === undefined) return ex.reply(routerErrors.instanceNotOnNode, `instance ${hop.instanceId} does not run on node ${opts.nodeId} (or is not in its route table yet)`);
+    ex.start(hopRoute(ex.hostname, backend));
+  }
+
   // ---- server ------------------------------------------------------------------------------
 
   const server = http.createServer({ requireHostHeader: false, requestTimeout: 0, headersTimeout: 60_000, noDelay: true }, onRequest);
   server.keepAliveTimeout = opts.keepAliveTimeoutMs ?? 65_000;
   const onUpgrade = (req: IncomingMessage, socket: Socket, head: Buffer): void => {
     const p = (socket as TLSSocket).encrypted ? 'https' : proto;
-    proxyUpgrade({ table, hosts, proto: p, connectTimeoutMs, unhealthyMs, logger, metrics, upgraded, closing: () => shared.closing }, req, socket, head);
+    proxyUpgrade({ table, hosts, proto: p, connectTimeoutMs, unhealthyMs, logger, metrics, upgraded, closing: () => shared.closing, clusterToken: () => table.clusterToken }, req, socket, head);
   };
   server.on('upgrade', onUpgrade);
   const onClientError = (err: NodeJS.ErrnoException, socket: Socket): void => {
@@ -336,6 +399,23 @@ export async function createRouter(opts: RouterOptions): Promise<Router> {
     socket.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\nX-Shellwego-Error: ${routerErrors.badRequest.code}\r\nConnection: close\r\n\r\n${body}`);
   };
   server.on('clientError', onClientError);
+
+  let clusterServer: http.Server | null = null;
+  if (opts.cluster) {
+    clusterServer = http.createServer({ requireHostHeader: false, requestTimeout: 0, headersTimeout: 60_000, noDelay: true }, onHopRequest);
+    clusterServer.keepAliveTimeout = server.keepAliveTimeout;
+    clusterServer.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      const hop = scanHopRequest(req.rawHeaders, true);
+      const refused = hopRefusal(hop, (t) => table.acceptsToken(t));
+      const backend = refused === null ? table.localInstance(hop.instanceId!, opts.runningAt) : undefined;
+      const failure = refused ?? (backend === undefined ? { err: routerErrors.instanceNotOnNode, message: `instance ${hop.instanceId} does not run on node ${opts.nodeId}` } : null);
+      proxyUpgrade(
+        { table, hosts, proto, connectTimeoutMs, unhealthyMs, logger, metrics, upgraded, closing: () => shared.closing, clusterToken: () => table.clusterToken },
+        req, socket, head, { scan: hop, route: backend === undefined ? null : hopRoute(hosts.get(hop.host), backend), failure },
+      );
+    });
+    clusterServer.on('clientError', onClientError);
+  }
 
   // ---- route table from the bus ------------------------------------------------------------
 
@@ -358,7 +438,8 @@ export async function createRouter(opts: RouterOptions): Promise<Router> {
   refresh.unref();
   const sweep = setInterval(() => pool.sweep(table.allBackends()), 1_000);
   sweep.unref();
-  const routerId = opts.routerId ?? `rtr_${Math.random().toString(36).slice(2, 10)}`;
+  // With NATS authentication a node may publish stats only as itself: the control plane takes the id from the subject.
+  const routerId = opts.routerId ?? opts.nodeId ?? `rtr_${Math.random().toString(36).slice(2, 10)}`;
   const reportStats = (): void => {
     const instances: RouterStatsMessage['instances'] = {};
     let any = false;
@@ -370,7 +451,7 @@ export async function createRouter(opts: RouterOptions): Promise<Router> {
       any = true;
     }
     if (!any) return;
-    opts.bus.publish(subjects.routerStats, { routerId, at: new Date().toISOString(), instances } satisfies RouterStatsMessage)
+    opts.bus.publish(subjects.routerStats(routerId), { routerId, at: new Date().toISOString(), instances } satisfies RouterStatsMessage)
       .catch((err: unknown) => logger?.warn({ err }, 'could not publish router stats'));
   };
   const stats = setInterval(reportStats, opts.statsIntervalMs ?? 2_000);
@@ -385,6 +466,23 @@ export async function createRouter(opts: RouterOptions): Promise<Router> {
   });
   server.on('error', (err) => logger?.error({ err }, 'router server error'));
   const httpsPort = tlsFront ? await tlsFront.listen(opts.host, onRequest, onUpgrade, onClientError, server.keepAliveTimeout) : null;
+  let clusterPort: number | null = null;
+  if (clusterServer !== null) {
+    const cs = clusterServer;
+    await new Promise<void>((resolve, reject) => {
+      cs.once('error', reject);
+      cs.listen(opts.cluster!.port, opts.cluster!.host, () => {
+        cs.off('error', reject);
+        resolve();
+      });
+    }).catch(async (err: NodeJS.ErrnoException) => {
+      await new Promise((r) => server.close(r));
+      throw Object.assign(new Error(`router cluster listener on ${opts.cluster!.host}:${opts.cluster!.port}: ${err.message}`), { code: err.code });
+    });
+    cs.on('error', (err) => logger?.error({ err }, 'router cluster listener error'));
+    clusterPort = (cs.address() as { port: number }).port;
+    logger?.info({ host: opts.cluster!.host, port: clusterPort, nodeId: opts.nodeId }, 'router cluster listener up');
+  }
   requestTable();
   const address = server.address();
   const port = typeof address === 'object' && address !== null ? address.port : opts.port;
@@ -400,6 +498,8 @@ export async function createRouter(opts: RouterOptions): Promise<Router> {
       subscription.unsubscribe();
       pool.closeIdle();
       const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+      const clusterStopped = clusterServer === null ? null : new Promise<void>((resolve) => clusterServer!.close(() => resolve()));
+      clusterServer?.closeIdleConnections();
       const tlsStopped = tlsFront?.stop();
       server.closeIdleConnections();
       // WebSockets never finish on their own: end them now (clients reconnect).
@@ -415,16 +515,31 @@ export async function createRouter(opts: RouterOptions): Promise<Router> {
         });
       }
       server.closeAllConnections();
+      clusterServer?.closeAllConnections();
       tlsFront?.closeAllConnections();
       for (const s of upgraded) s.destroy();
       pool.destroyAll();
       await stopped;
+      await clusterStopped;
       await tlsStopped;
     })();
     return closed;
   };
 
-  return { port, httpsPort, close, table: () => table.snapshot() };
+  return { port, httpsPort, clusterPort, close, table: () => table.snapshot() };
+}
+
+/** A one-backend route for a request another router sent to this node's instance (no retry elsewhere). */
+function hopRoute(hostname: string | null, backend: Backend): Route {
+  return { hostname: hostname ?? '', appId: '', appName: `instance ${backend.instanceId}`, backends: [backend], next: 0, weights: null, current: null };
+}
+
+/** Whether a 502 from another node's router says the request never reached an instance. */
+function undelivered(headers: string[]): boolean {
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i].toLowerCase() === 'x-shellwego-error') return UNDELIVERED_CODES.has(headers[i + 1]);
+  }
+  return false;
 }
 
 /** Absolute-form request target (`GET http://host/path`) → origin-form; `*` kept; else null. */

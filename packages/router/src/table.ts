@@ -1,3 +1,4 @@
+import { timingSafeEqual as cryptoEqual } from 'node:crypto';
 import type { RouteTableMessage } from '@shellwego/core';
 import type { UpstreamConn } from './upstream.ts';
 
@@ -10,8 +11,13 @@ export interface Backend {
   instanceId: string;
   /** host:port as published by the control plane. */
   address: string;
+  /** Where connections go: the instance's address, or for another node's instance that node's router (`via`). */
   host: string;
   port: number;
+  /** The node it runs on, when the table says. */
+  nodeId: string | null;
+  /** host:port of the other node's router cluster listener it is reached through; null = direct. */
+  via: string | null;
   /** Epoch ms until which the backend is skipped after a connect failure (0 = healthy). */
   unhealthyUntil: number;
   /** Idle keep-alive connections, most recently used last (managed by UpstreamPool). */
@@ -102,12 +108,18 @@ export class RouteTable {
   private routes = new Map<string, Route>();
   private backends = new Map<string, Backend>();
   private receivedAt = 0;
+  /** This node's instances by id (what the cluster listener may forward to), and those removed lately. */
+  private local = new Map<string, Backend>();
+  private lingering = new Map<string, { backend: Backend; until: number }>();
+  /** Cluster tokens accepted from other routers: the current table's, and the one before it. */
+  private tokens: string[] = [];
 
   /**
    * @param staleAfterMs a table older than this may be replaced by a lower version: the control
    *   plane's counter restarts at 1 when it restarts, and the router must follow it.
+   * @param localNodeId the node this router runs on: other nodes' instances go through their routers.
    */
-  constructor(private readonly staleAfterMs: number) {}
+  constructor(private readonly staleAfterMs: number, private readonly localNodeId: string | null = null) {}
 
   get version(): number | null {
     return this.message ? this.message.version : null;
@@ -132,6 +144,30 @@ export class RouteTable {
     return this.backends.values();
   }
 
+  /** The cluster token this router presents to other nodes' routers (undefined: none published). */
+  get clusterToken(): string | undefined {
+    return this.message?.clusterToken;
+  }
+
+  /** Whether another router's token is one of the control plane's (current, or the one before). */
+  acceptsToken(token: string): boolean {
+    return this.tokens.some((t) => timingSafeEqual(t, token));
+  }
+
+  /**
+   * This node's instance `instanceId` for a request from another node's router: in the table, or
+   * removed from it lately (the other router may hold an older table for a moment, and a removed
+   * instance keeps running through its drain time) if `runningAt` confirms it still runs at that
+   * address — addresses are reused at once, and another tenant's instance may have it by now.
+   */
+  localInstance(instanceId: string, runningAt?: (instanceId: string) => string | null, now = Date.now()): Backend | undefined {
+    const b = this.local.get(instanceId);
+    if (b !== undefined) return b;
+    const l = this.lingering.get(instanceId);
+    if (l === undefined || l.until <= now || runningAt === undefined) return undefined;
+    return runningAt(instanceId) === l.backend.address ? l.backend : undefined;
+  }
+
   /**
    * Replaces the table with `msg` unless it is invalid or older than the one held. `removed`
    * lists backends the new table no longer has (their pooled connections can be closed).
@@ -152,17 +188,23 @@ export class RouteTable {
     }
     const backends = new Map<string, Backend>();
     const routes = new Map<string, Route>();
+    const nodes = checked.nodes ?? {};
     for (const [rawHost, entry] of Object.entries(checked.routes)) {
       const hostname = normalizeHost(rawHost);
       if (!hostname) continue;
       const list: Backend[] = [];
       const weights: number[] = [];
       for (const b of entry.backends) {
-        const key = `${b.instanceId}@${b.address}`;
+        // Another node's instance goes through that node's router when the table names it.
+        const via = b.nodeId !== undefined && b.nodeId !== this.localNodeId && nodes[b.nodeId] !== undefined ? nodes[b.nodeId] : null;
+        const key = via === null ? `${b.instanceId}@${b.address}` : `${b.instanceId}@${b.address}>${via}`;
         let backend = backends.get(key) ?? this.backends.get(key);
         if (!backend) {
-          const parsed = parseAddress(b.address)!;
-          backend = { instanceId: b.instanceId, address: b.address, host: parsed.host, port: parsed.port, unhealthyUntil: 0, idle: [], removed: false, requests: 0, failed: 0 };
+          const parsed = parseAddress(via ?? b.address)!;
+          backend = {
+            instanceId: b.instanceId, address: b.address, host: parsed.host, port: parsed.port, nodeId: b.nodeId ?? null, via,
+            unhealthyUntil: 0, idle: [], removed: false, requests: 0, failed: 0,
+          };
         }
         backends.set(key, backend);
         list.push(backend);
@@ -184,6 +226,14 @@ export class RouteTable {
         removed.push(b);
       }
     }
+    if (this.localNodeId !== null) {
+      const local = new Map<string, Backend>();
+      for (const b of backends.values()) if (b.via === null && b.nodeId === this.localNodeId) local.set(b.instanceId, b);
+      for (const [id, l] of this.lingering) if (l.until <= now || local.has(id)) this.lingering.delete(id);
+      for (const [id, b] of this.local) if (!local.has(id)) this.lingering.set(id, { backend: b, until: now + LINGER_MS });
+      this.local = local;
+    }
+    if (checked.clusterToken !== undefined && checked.clusterToken !== this.tokens[0]) this.tokens = [checked.clusterToken, ...this.tokens.slice(0, 1)];
     this.message = checked;
     this.routes = routes;
     this.backends = backends;
@@ -259,14 +309,30 @@ function validate(msg: unknown): RouteTableMessage | string {
     const backends: RouteTableMessage['routes'][string]['backends'] = [];
     for (const b of r.backends as unknown[]) {
       if (!b || typeof b !== 'object') continue;
-      const { instanceId, address, weight } = b as Record<string, unknown>;
+      const { instanceId, address, weight, nodeId } = b as Record<string, unknown>;
       if (typeof instanceId !== 'string' || typeof address !== 'string' || !parseAddress(address)) continue;
       const w = typeof weight === 'number' && Number.isFinite(weight) && weight >= 0 ? Math.min(weight, 1_000_000) : undefined;
-      backends.push(w === undefined ? { instanceId, address } : { instanceId, address, weight: w });
+      backends.push({ instanceId, address, ...(w === undefined ? {} : { weight: w }), ...(typeof nodeId === 'string' && nodeId ? { nodeId } : {}) });
     }
     routes[host] = { appId: r.appId, appName: r.appName, backends, ...tlsFlags(r) };
   }
-  return { version: m.version, routes };
+  const out: RouteTableMessage = { version: m.version, routes };
+  if (m.nodes && typeof m.nodes === 'object' && !Array.isArray(m.nodes)) {
+    const nodes: Record<string, string> = {};
+    for (const [id, endpoint] of Object.entries(m.nodes as Record<string, unknown>)) if (typeof endpoint === 'string' && parseAddress(endpoint)) nodes[id] = endpoint;
+    out.nodes = nodes;
+  }
+  if (typeof m.clusterToken === 'string' && m.clusterToken.length >= 16) out.clusterToken = m.clusterToken;
+  return out;
+}
+
+/** How long a removed local instance stays reachable from other routers (they may hold an older table). */
+const LINGER_MS = 30_000;
+
+function timingSafeEqual(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && cryptoEqual(x, y);
 }
 
 /** The optional per-host TLS flags of a route entry, when well-formed. */

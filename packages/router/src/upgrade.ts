@@ -3,11 +3,13 @@ import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { pickBackend } from './table.ts';
-import type { Backend, HostCache, RouteTable } from './table.ts';
+import type { Backend, HostCache, Route, RouteTable } from './table.ts';
 import { forwardContext, rawResponseHead, responseHeaders, scanRequestHeaders, switchingHeaders } from './headers.ts';
 import { connectTimeoutError, routerErrors } from './errors.ts';
 import type { RouterError } from './errors.ts';
 import type { RouterMetrics } from './metrics.ts';
+import type { ScannedRequest } from './headers.ts';
+import { hopHeaders } from './cluster.ts';
 
 export interface UpgradeDeps {
   table: RouteTable;
@@ -20,9 +22,19 @@ export interface UpgradeDeps {
   /** Both sockets of every live upgraded connection (ended, then destroyed, by `close()`). */
   upgraded: Set<Socket>;
   closing: () => boolean;
+  /** The cluster token for another node's router (cluster.ts). */
+  clusterToken: () => string | undefined;
 }
 
-const REASONS: Record<number, string> = { 400: 'Bad Request', 404: 'Not Found', 502: 'Bad Gateway', 503: 'Service Unavailable' };
+/** An upgrade another node's router sent to the cluster listener: checked there, headers kept as sent. */
+export interface HopUpgrade {
+  scan: ScannedRequest;
+  /** The one local instance it goes to (null when refused). */
+  route: Route | null;
+  failure: { err: RouterError; message: string } | null;
+}
+
+const REASONS: Record<number, string> = { 400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found', 502: 'Bad Gateway', 503: 'Service Unavailable' };
 
 /**
  * Proxies an HTTP Upgrade (WebSocket and the like): picks a backend like a normal request
@@ -30,7 +42,7 @@ const REASONS: Record<number, string> = { 400: 'Bad Request', 404: 'Not Found', 
  * answers 101 splices the two sockets together byte for byte. A backend that declines the
  * upgrade has its answer relayed and the connection closed.
  */
-export function proxyUpgrade(deps: UpgradeDeps, req: IncomingMessage, socket: Socket, head: Buffer): void {
+export function proxyUpgrade(deps: UpgradeDeps, req: IncomingMessage, socket: Socket, head: Buffer, hop?: HopUpgrade): void {
   // Hold client bytes (the first WebSocket frames may follow the handshake) until spliced.
   socket.pause();
   const started = Date.now();
@@ -39,7 +51,7 @@ export function proxyUpgrade(deps: UpgradeDeps, req: IncomingMessage, socket: So
   socket.once('close', () => {
     clientGone = true;
   });
-  const scan = scanRequestHeaders(req.rawHeaders, forwardContext(socket, deps.proto), true);
+  const scan = hop?.scan ?? scanRequestHeaders(req.rawHeaders, forwardContext(socket, deps.proto), true);
   const hostname = deps.hosts.get(scan.host);
   let backend: Backend | null = null;
   let appName: string | null = null;
@@ -64,9 +76,10 @@ export function proxyUpgrade(deps: UpgradeDeps, req: IncomingMessage, socket: So
     ]) + body);
   };
 
-  if (hostname === null) return fail(routerErrors.badRequest, 'missing or malformed Host header');
-  const route = deps.table.lookup(hostname);
-  if (route === undefined) return fail(routerErrors.noSuchApp, `no app at ${hostname}`);
+  if (hop?.failure) return fail(hop.failure.err, hop.failure.message);
+  if (hostname === null && hop === undefined) return fail(routerErrors.badRequest, 'missing or malformed Host header');
+  const route = hop?.route ?? deps.table.lookup(hostname!);
+  if (route === undefined || route === null) return fail(routerErrors.noSuchApp, `no app at ${hostname}`);
   appName = route.appName;
   if (route.backends.length === 0) return fail(routerErrors.noRunningInstances, `no running instances of ${route.appName}`);
   const tried: Backend[] = [];
@@ -77,7 +90,14 @@ export function proxyUpgrade(deps: UpgradeDeps, req: IncomingMessage, socket: So
     backend = b;
     let connected = false;
     let settled = false;
-    const upstream = http.request({ host: b.host, port: b.port, method: req.method, path: req.url, headers: scan.headers, agent: false });
+    let headers = scan.headers;
+    if (b.via !== null) {
+      // Another node's instance: through that node's router (cluster.ts).
+      const token = deps.clusterToken();
+      if (token === undefined) return fail(routerErrors.backendUnavailable, `instance of ${route.appName} is on another node and the route table has no cluster token`);
+      headers = headers.concat(hopHeaders(b.instanceId, token));
+    }
+    const upstream = http.request({ host: b.host, port: b.port, method: req.method, path: req.url, headers, agent: false });
     upstream.on('socket', (s: Socket) => {
       if (!s.connecting) {
         connected = true;
@@ -127,6 +147,7 @@ export function proxyUpgrade(deps: UpgradeDeps, req: IncomingMessage, socket: So
           deps.metrics?.retry();
           return attempt();
         }
+        if (hop) return fail(routerErrors.instanceUnreachable, `instance ${b.instanceId} does not accept connections on this node`);
         return fail(routerErrors.backendUnavailable, `no instance of ${route.appName} is reachable`);
       }
       fail(routerErrors.backendUnavailable, `instance of ${route.appName} failed to answer`);

@@ -5,7 +5,7 @@ import { InProcessBus } from '@shellwego/bus';
 import type { BootstrapResult } from '@shellwego/control-plane';
 import type { AllInOneConfig } from './config.ts';
 import { stableNodeId } from './util.ts';
-import { requireIsolation, startBuilder, startControlPlaneRole, startNodeRole, urlHost } from './roles.ts';
+import { listenApi, requireIsolation, startBuilder, startControlPlaneRole, startNodeRole, urlHost } from './roles.ts';
 
 export { VERSION } from './roles.ts';
 
@@ -34,7 +34,7 @@ export async function startAllInOne(config: AllInOneConfig, logger: Logger = pin
 
   await requireIsolation(config.isolation, 'apps', logger);
 
-  const { store, blobs, bus, nodeId, cp, bootstrap } = await startControlPlaneRole(config, logger, async () => ({
+  const { store, blobs, bus, nodeId, cp, bootstrap, apiTls } = await startControlPlaneRole(config, logger, async () => ({
     bus: new InProcessBus((err, subject) => logger.error({ err, subject }, 'bus handler failed')),
     nodeId: await stableNodeId(config.dataDir),
   }));
@@ -45,12 +45,13 @@ export async function startAllInOne(config: AllInOneConfig, logger: Logger = pin
     if (cp.context.settings.tls && router.httpsPort !== null) cp.context.settings.tls.httpsPort = router.httpsPort;
     return { builder: startBuilder(config, { bus, blobs, runtime, bridgeCidr: config.bridgeCidr, logger }) };
   });
-  const apiPort = await cp.listen(config.bind, config.apiPort);
+  // Plain http on loopback unless SHELLWEGO_API_TLS=on.
+  const { apiUrl, apiPort } = await listenApi(config, cp, apiTls);
 
   const hostForUrl = urlHost(config.bind);
   let closed = false;
   return {
-    apiUrl: `http://${hostForUrl}:${apiPort}`,
+    apiUrl,
     routerUrl: `http://${hostForUrl}:${router.port}`,
     httpsUrl: router.httpsPort === null ? null : `https://${hostForUrl}:${router.httpsPort}`,
     apiPort,

@@ -1,7 +1,10 @@
 import { resolve } from 'node:path';
 import type { IsolationMode } from '@shellwego/sandbox';
 import { tlsConfigFromEnv } from './tls.ts';
+import { advertiseAddressFrom } from './advertise.ts';
 import type { TlsConfig } from './tls.ts';
+import { apiTlsConfigFromEnv } from './api-tls.ts';
+import type { ApiTlsConfig } from './api-tls.ts';
 
 /** Settings of the all-in-one process, from the environment (names are part of the interface contract). */
 export interface AllInOneConfig {
@@ -30,6 +33,8 @@ export interface AllInOneConfig {
   scheduling: { policy: 'spread' | 'pack'; cpuOvercommit: number };
   /** This node's labels for placement, SHELLWEGO_NODE_LABELS=zone=a,disk=ssd. */
   nodeLabels: Record<string, string>;
+  /** The API over https (SHELLWEGO_API_TLS, SHELLWEGO_API_HOSTNAMES, SHELLWEGO_API_TLS_CERT/KEY/CA): off for `up`, on for `server` unless turned off. */
+  apiTls: ApiTlsConfig;
 }
 
 function port(name: string, value: string | undefined, fallback: number): number {
@@ -79,6 +84,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv, overrides: Partial<AllInOn
     fetchAllowPrivate: env.SHELLWEGO_FETCH_ALLOW_PRIVATE === '1',
     scheduling: schedulingFromEnv(env),
     nodeLabels: labelsFromEnv(env.SHELLWEGO_NODE_LABELS),
+    apiTls: apiTlsConfigFromEnv(env, false),
     ...overrides,
     isolation,
   };
@@ -94,9 +100,21 @@ export interface SplitConfig extends AllInOneConfig {
   databaseUrl: string | null;
   /**
    * Carry one-shot messages (build requests/results, instance status, assignments, logs) through
-   * NATS JetStream, at least once (SHELLWEGO_NATS_JETSTREAM=1; nats-server must run with -js).
+   * NATS JetStream, at least once: on by default (nats-server must run with -js);
+   * SHELLWEGO_NATS_JETSTREAM=0 turns it off (core NATS, at most once; state is still republished).
    */
   natsJetStream: boolean;
+  /**
+   * NATS user credentials (.creds) for this process (SHELLWEGO_NATS_CREDS / --nats-creds): the
+   * server's from `nats-auth init`; a node on the server's machine one from `nats-auth node` (a
+   * joined node gets its own at join). null: NATS without authentication (loopback, development).
+   */
+  natsCreds: string | null;
+  /** server: the NATS account signing key from `nats-auth init` (SHELLWEGO_NATS_ACCOUNT_SEED / --nats-account-seed): joining nodes get NATS credentials. */
+  natsAccountSeed: string | null;
+  /** server: revoking removed nodes' NATS users — system.creds and operator-signer.json from `nats-auth init` (SHELLWEGO_NATS_SYSTEM_CREDS, SHELLWEGO_NATS_OPERATOR_SIGNER). */
+  natsSystemCreds: string | null;
+  natsOperatorSigner: string | null;
   /** node: the control plane's blob directory (same machine until remote blob fetch exists). */
   blobsDir: string;
   /** node: its own state (node id, sandboxes, agent state), apart from the server's data dir. */
@@ -110,6 +128,12 @@ export interface SplitConfig extends AllInOneConfig {
   /** server: the builder's sandbox bridge, apart from the node's so one machine can run both. */
   buildBridgeName: string;
   buildBridgeCidr: string;
+  /** node: the IP other nodes' routers reach this node's router at (SHELLWEGO_ADVERTISE_ADDRESS / --advertise-address; default: the default route's interface, else 127.0.0.1). */
+  advertiseAddress: string;
+  /** node: the router's cluster listener port on advertiseAddress (SHELLWEGO_CLUSTER_PORT, default 8001; 0 = a free one). */
+  clusterPort: number;
+  /** server and node: CA file nats-server's certificate is verified against (SHELLWEGO_NATS_TLS_CA); a joined node may use its pinned CA instead. */
+  natsTlsCa: string | null;
 }
 
 export function splitConfigFromEnv(env: NodeJS.ProcessEnv, overrides: Partial<SplitConfig> = {}): SplitConfig {
@@ -126,7 +150,11 @@ export function splitConfigFromEnv(env: NodeJS.ProcessEnv, overrides: Partial<Sp
     ...base,
     natsUrls,
     databaseUrl,
-    natsJetStream: overrides.natsJetStream ?? ['1', 'true', 'yes'].includes((env.SHELLWEGO_NATS_JETSTREAM ?? '').toLowerCase()),
+    natsJetStream: overrides.natsJetStream ?? !['0', 'false', 'no', 'off'].includes((env.SHELLWEGO_NATS_JETSTREAM ?? '').toLowerCase()),
+    natsCreds: env.SHELLWEGO_NATS_CREDS ? resolve(env.SHELLWEGO_NATS_CREDS) : null,
+    natsAccountSeed: env.SHELLWEGO_NATS_ACCOUNT_SEED ? resolve(env.SHELLWEGO_NATS_ACCOUNT_SEED) : null,
+    natsSystemCreds: env.SHELLWEGO_NATS_SYSTEM_CREDS ? resolve(env.SHELLWEGO_NATS_SYSTEM_CREDS) : null,
+    natsOperatorSigner: env.SHELLWEGO_NATS_OPERATOR_SIGNER ? resolve(env.SHELLWEGO_NATS_OPERATOR_SIGNER) : null,
     blobsDir: resolve(env.SHELLWEGO_BLOBS_DIR || `${base.dataDir}/blobs`),
     nodeDataDir: resolve(env.SHELLWEGO_NODE_DATA_DIR || '.shellwego-node'),
     joinUrl: env.SHELLWEGO_JOIN_URL || null,
@@ -134,6 +162,10 @@ export function splitConfigFromEnv(env: NodeJS.ProcessEnv, overrides: Partial<Sp
     caFingerprint: env.SHELLWEGO_CA_FINGERPRINT || null,
     buildBridgeName: env.SHELLWEGO_BUILD_BRIDGE || 'swgb0',
     buildBridgeCidr: env.SHELLWEGO_BUILD_BRIDGE_CIDR || '10.90.0.0/16',
+    advertiseAddress: overrides.advertiseAddress ?? advertiseAddressFrom(env.SHELLWEGO_ADVERTISE_ADDRESS),
+    clusterPort: port('SHELLWEGO_CLUSTER_PORT', env.SHELLWEGO_CLUSTER_PORT, 8001),
+    apiTls: apiTlsConfigFromEnv(env, true),
+    natsTlsCa: env.SHELLWEGO_NATS_TLS_CA ? resolve(env.SHELLWEGO_NATS_TLS_CA) : null,
     ...overrides,
     isolation: base.isolation,
   };

@@ -22,7 +22,11 @@ import type { Router } from '@shellwego/router';
 import type { BootstrapResult } from '@shellwego/control-plane';
 import type { AllInOneConfig } from './config.ts';
 import { tlsSettings } from './tls.ts';
+import { startApiTls } from './api-tls.ts';
+import type { ApiTls } from './api-tls.ts';
+import type { Server as TlsServer } from 'node:tls';
 import { firstHost } from './util.ts';
+import { endpoint } from './advertise.ts';
 
 export const VERSION = '0.1.0';
 
@@ -52,7 +56,7 @@ export function urlHost(bind: string): string {
  * front for nodes on this machine to read.
  */
 export async function startControlPlaneRole<X extends { bus: Bus }>(
-  config: AllInOneConfig, logger: Logger, connect: () => Promise<X>, opts: { shareBlobsDir?: boolean; databaseUrl?: string | null } = {},
+  config: AllInOneConfig, logger: Logger, connect: () => Promise<X>, opts: { shareBlobsDir?: boolean; databaseUrl?: string | null; natsTlsCaFile?: string | null } = {},
 ) {
   let store: Store;
   if (opts.databaseUrl) {
@@ -68,17 +72,35 @@ export async function startControlPlaneRole<X extends { bus: Bus }>(
   // Config values: per-organization data keys wrapped by the file master key (ADR 0005).
   const secrets = await SecretBox.fromFile(join(config.dataDir, 'master.key'), store);
   const connected = await connect();
+  // The API over https (split mode's default): a leaf of the install's CA, which nodes pin.
+  const apiTls = await startApiTls(config.apiTls, {
+    store, secrets, baseDomain: config.baseDomain, dataDir: config.dataDir, bind: config.bind, logger: logger.child({ part: 'api-tls' }), natsTlsCaFile: opts.natsTlsCaFile,
+  });
 
   const cp = await createControlPlane({
     store, bus: connected.bus, blobs, secrets, logger: logger.child({ part: 'control-plane' }),
-    settings: { baseDomain: config.baseDomain, routerPort: config.routerPort, routerScheme: 'http', dataDir: config.dataDir, maxUploadBytes: config.maxUploadBytes, version: VERSION, tls: await tlsSettings(config.tls, config.tls.httpsPort), fetchAllowPrivate: config.fetchAllowPrivate, scheduling: config.scheduling },
+    settings: { baseDomain: config.baseDomain, routerPort: config.routerPort, routerScheme: 'http', dataDir: config.dataDir, maxUploadBytes: config.maxUploadBytes, version: VERSION, tls: await tlsSettings(config.tls, config.tls.httpsPort), fetchAllowPrivate: config.fetchAllowPrivate, scheduling: config.scheduling, ...(apiTls ? { nodeTls: apiTls.nodeTls } : {}) },
+    ...(apiTls ? { https: apiTls.https } : {}),
     reconcileIntervalMs: config.reconcileIntervalMs,
     nodeDownAfterMs: config.nodeDownAfterMs,
     // Several servers may share one PostgreSQL: one leads the controllers (ADR 0012).
     ...(opts.databaseUrl ? { leader: new PostgresLeaderElection(opts.databaseUrl) } : {}),
   });
   const bootstrap = await cp.bootstrap({ email: config.adminEmail, password: config.adminPassword });
-  return { ...connected, store, blobs, blobsDir, secrets, cp, bootstrap };
+  return { ...connected, store, blobs, blobsDir, secrets, cp, bootstrap, apiTls };
+}
+
+/**
+ * The API listening (https when apiTls is set; its certificate then renews in place): the URL
+ * to print (local) and the one nodes join, which the control plane hands out with join tokens.
+ */
+export async function listenApi(config: AllInOneConfig, cp: Awaited<ReturnType<typeof createControlPlane>>, apiTls: ApiTls | null): Promise<{ apiUrl: string; apiPort: number }> {
+  const apiPort = await cp.listen(config.bind, config.apiPort);
+  const scheme = apiTls ? 'https' : 'http';
+  if (apiTls) apiTls.attach(cp.http.server as unknown as TlsServer);
+  // Nodes elsewhere reach the first configured API host name; else the bind address.
+  cp.context.settings.apiUrl = `${scheme}://${config.apiTls.hostnames[0] ?? urlHost(config.bind)}:${apiPort}`;
+  return { apiUrl: `${scheme}://${urlHost(config.bind)}:${apiPort}`, apiPort };
 }
 
 /** A sandbox runtime on its own bridge, its state under `dataDir`/sandbox. */
@@ -103,20 +125,29 @@ export function startBuilder(config: AllInOneConfig, parts: { bus: Bus; blobs: F
  */
 export async function startNodeRole<X extends object = Record<never, never>>(
   config: AllInOneConfig,
-  parts: { dataDir: string; nodeId: string; bus: Bus; blobs: BlobStore; logger: Logger },
+  parts: { dataDir: string; nodeId: string; bus: Bus; blobs: BlobStore; logger: Logger; cluster?: { advertiseAddress: string; port: number } },
   beforeAgent?: (started: { runtime: Awaited<ReturnType<typeof createRuntime>>; router: Router }) => X,
 ) {
   const { dataDir, nodeId, bus, blobs, logger } = parts;
+  let agentRef: ReturnType<typeof createAgent> | null = null;
   const runtime = await startRuntime(config.isolation, { name: config.bridgeName, cidr: config.bridgeCidr }, dataDir);
   const router = await createRouter({
-    bus, host: config.bind, port: config.routerPort, logger: logger.child({ part: 'router' }),
+    bus, host: config.bind, port: config.routerPort, logger: logger.child({ part: 'router' }), nodeId,
     ...(config.tls.mode === 'off' ? {} : { tls: { port: config.tls.httpsPort } }),
+    // Other nodes' routers reach this node's instances through here (routing across nodes).
+    ...(parts.cluster ? { cluster: { host: parts.cluster.advertiseAddress, port: parts.cluster.port } } : {}),
+    runningAt: (id) => {
+      const i = agentRef?.instances().find((x) => x.instanceId === id);
+      return i && (i.state === 'running' || i.state === 'unhealthy') ? i.address : null;
+    },
   });
   const extra = beforeAgent?.({ runtime, router });
   const agent = createAgent({
     nodeId, name: hostname(), bus, blobs, runtime, dataDir: join(dataDir, 'agent'), logger: logger.child({ part: 'agent' }),
     capacity: { cpus: cpus().length, memoryMb: Math.floor(totalmem() / 1024 / 1024) }, labels: config.nodeLabels,
+    ...(parts.cluster && router.clusterPort !== null ? { clusterEndpoint: endpoint(parts.cluster.advertiseAddress, router.clusterPort) } : {}),
   });
+  agentRef = agent;
   await agent.start();
   return { ...(extra as X), runtime, router, agent };
 }

@@ -5,26 +5,36 @@
  * the restarted control plane adopts what runs (the agent keeps instances whose spec is
  * unchanged). Both sides reconnect to NATS forever, so a restarted nats-server heals too.
  */
-import { access, mkdir } from 'node:fs/promises';
+import { access, mkdir, readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { pino } from 'pino';
 import type { Logger } from 'pino';
-import { connectNatsBus, defaultDurableStreams } from '@shellwego/bus';
-import type { NatsBus } from '@shellwego/bus';
-import { FileBlobStore, HttpBlobStore } from '@shellwego/store';
+import { connectNatsBus, credsConnection, defaultDurableStreams } from '@shellwego/bus';
+import type { NatsBus, NatsBusOptions } from '@shellwego/bus';
+import { FileBlobStore } from '@shellwego/store';
+import { FailoverBlobStore } from './failover-blobs.ts';
 import type { BootstrapResult } from '@shellwego/control-plane';
 import { splitConfigFromEnv } from './config.ts';
 import type { SplitConfig } from './config.ts';
 import { stableNodeId } from './util.ts';
 import { nodeCredentials } from './node-join.ts';
+import { nodeNatsAuth, serverNatsAuth } from './nats-auth.ts';
+import { startNatsRevocations } from './nats-revocations.ts';
+import { endpoint } from './advertise.ts';
 import { join } from 'node:path';
-import { adminLoginLines, exitOnStartupError, requireIsolation, startBuilder, startControlPlaneRole, startNodeRole, startRuntime, stopOnSignals, urlHost } from './roles.ts';
+import { adminLoginLines, exitOnStartupError, listenApi, requireIsolation, startBuilder, startControlPlaneRole, startNodeRole, startRuntime, stopOnSignals, urlHost } from './roles.ts';
+import type { ApiTls } from './api-tls.ts';
+import { checkNatsTls } from './nats-tls.ts';
 
 export interface SplitServer {
   apiUrl: string;
   apiPort: number;
   blobsDir: string;
   bootstrap: BootstrapResult;
+  /** The API's TLS (null: plain http, SHELLWEGO_API_TLS=off). */
+  apiTls: ApiTls | null;
+  /** NATS authentication, in words for the start-up banner. */
+  natsAuth: string;
   logger: Logger;
   close(): Promise<void>;
 }
@@ -36,26 +46,36 @@ export interface SplitNode {
   routerUrl: string;
   routerPort: number;
   httpsUrl: string | null;
+  /** host:port other nodes' routers reach this node's instances through (routing across nodes). */
+  clusterEndpoint: string | null;
   logger: Logger;
   /** Stops the node; apps keep running only when asked to (the next start adopts them). */
   close(opts?: { keepAppsRunning?: boolean }): Promise<void>;
 }
 
 /** NATS connection with its state changes in the log; waits (and says so) until NATS answers. */
-async function connectBus(config: SplitConfig, name: string, logger: Logger, consumerName: string): Promise<NatsBus> {
+async function connectBus(
+  config: SplitConfig, name: string, logger: Logger, consumerName: string, tls: { ca: string } | null = null,
+  auth: { connection: NatsBusOptions['connection']; node: boolean } | null = null,
+): Promise<NatsBus> {
+  if (tls) await checkNatsTls(config.natsUrls, tls); // another CA's certificate: a clear startup error, not a silent retry loop
   const waiting = setTimeout(() => logger.warn({ nats: config.natsUrls }, 'waiting for NATS to accept the connection'), 2_000);
   try {
     return await connectNatsBus({
       servers: config.natsUrls,
       name,
       // Durable consumers resume under a name that must be stable and unique per process.
-      ...(config.natsJetStream ? { durable: { streams: defaultDurableStreams(), consumerName } } : {}),
+      // A node's NATS user may not manage streams: the control plane creates them.
+      ...(config.natsJetStream ? { durable: { streams: defaultDurableStreams(), consumerName, ...(auth?.node ? { createStreams: false } : {}) } } : {}),
+      // TLS verified against this CA only (SHELLWEGO_NATS_TLS_CA, or the CA a joined node pinned);
+      // NATS user credentials when NATS authenticates (nats-auth.ts).
+      ...(tls || auth ? { connection: { ...(tls ? { tls } : {}), ...auth?.connection } } : {}),
       onError: (err, subject) => logger.error({ err, subject }, 'bus handler failed'),
       onStatus: (s) => {
         if (s.type === 'disconnect') logger.warn({ server: s.data }, 'NATS connection lost: reconnecting (apps keep running)');
         else if (s.type === 'reconnect') logger.info({ server: s.data }, 'NATS connection restored');
         else if (s.type === 'dropped') logger.warn({ messages: s.data }, 'NATS was away too long: messages beyond the offline buffer were dropped (state is republished)');
-        else if (s.type === 'error') logger.error({ err: s.data }, 'NATS error');
+        else if (s.type === 'error') logger.error({ err: s.data }, natsErrorMessage(s.data, tls));
       },
     });
   } finally {
@@ -63,32 +83,52 @@ async function connectBus(config: SplitConfig, name: string, logger: Logger, con
   }
 }
 
+/** A NATS error in words: a certificate the CA does not vouch for is refused, not retried silently. */
+function natsErrorMessage(err: unknown, tls: { ca: string } | null): string {
+  const text = `${(err as NodeJS.ErrnoException)?.code ?? ''} ${(err as Error)?.message ?? err}`;
+  if (tls && /CERT|SELF_SIGNED|UNABLE_TO|ALTNAME|ERR_TLS|ERR_SSL/i.test(text)) {
+    return "NATS error: nats-server's certificate is not signed by the CA this process trusts for NATS (SHELLWEGO_NATS_TLS_CA, or the CA pinned at join): refusing to connect";
+  }
+  return 'NATS error';
+}
+
 /** `server`: API, deployer and build controller, plus the builder, on SQLite and NATS. */
 export async function startServer(config: SplitConfig, logger: Logger = pino({ level: config.logLevel })): Promise<SplitServer> {
   await mkdir(config.dataDir, { recursive: true, mode: 0o711 });
   await requireIsolation(config.isolation, 'apps and builds', logger);
 
-  const { store, blobs, blobsDir, bus, cp, bootstrap } = await startControlPlaneRole(config, logger, async () => ({
-    bus: await connectBus(config, `shellwego-server-${hostname()}`, logger.child({ part: 'bus' }), `server-${hostname()}-${config.apiPort}`),
-  }), { shareBlobsDir: true, databaseUrl: config.databaseUrl });
+  const natsTls = config.natsTlsCa ? { ca: await readFile(config.natsTlsCa, 'utf8') } : null;
+  const natsAuth = await serverNatsAuth(config);
+  const { store, blobs, blobsDir, bus, cp, bootstrap, apiTls } = await startControlPlaneRole(config, logger, async () => ({
+    bus: await connectBus(config, `shellwego-server-${hostname()}`, logger.child({ part: 'bus' }), `server-${hostname()}-${config.apiPort}`, natsTls,
+      natsAuth.connection ? { connection: natsAuth.connection, node: false } : null),
+  }), { shareBlobsDir: true, databaseUrl: config.databaseUrl, natsTlsCaFile: config.natsTlsCa });
+  if (natsAuth.issueNodeCreds) cp.context.settings.natsNodeCreds = natsAuth.issueNodeCreds;
+  // Removed nodes' NATS users: the store's revocation list, pushed now, on every reconnect and at each removal.
+  const revocations = natsAuth.revocation
+    ? await startNatsRevocations({ servers: config.natsUrls, ...natsAuth.revocation, store, logger: logger.child({ part: 'nats-revocations' }), tls: natsTls })
+    : null;
+  if (revocations) cp.context.settings.natsRevoke = () => revocations.sync('node removed');
 
   // Builds get their own bridge: a node on the same machine owns the apps' bridge and its IPs.
   const runtime = await startRuntime(config.isolation, { name: config.buildBridgeName, cidr: config.buildBridgeCidr }, config.dataDir);
   const builder = startBuilder(config, { bus, blobs, runtime, bridgeCidr: config.buildBridgeCidr, logger });
-  const apiPort = await cp.listen(config.bind, config.apiPort);
+  const { apiUrl, apiPort } = await listenApi(config, cp, apiTls);
 
-  const hostForUrl = urlHost(config.bind);
   let closed = false;
   return {
-    apiUrl: `http://${hostForUrl}:${apiPort}`,
+    apiUrl,
     apiPort,
     blobsDir,
     bootstrap,
+    apiTls,
+    natsAuth: natsAuth.summary,
     logger,
     async close() {
       if (closed) return;
       closed = true;
       await cp.close();
+      await revocations?.close();
       await builder.close();
       await runtime.close();
       await bus.close();
@@ -103,7 +143,9 @@ export async function startServer(config: SplitConfig, logger: Logger = pino({ l
  */
 export async function startNode(config: SplitConfig, logger: Logger = pino({ level: config.logLevel })): Promise<SplitNode> {
   // Joining comes first: a refused join token starts, creates (and registers) nothing.
-  const creds = await nodeCredentials({ dataDir: config.nodeDataDir, joinUrl: config.joinUrl, joinToken: config.joinToken, caFingerprint: config.caFingerprint, isolation: config.isolation });
+  const creds = await nodeCredentials({
+    dataDir: config.nodeDataDir, joinUrl: config.joinUrl, joinToken: config.joinToken, caFingerprint: config.caFingerprint, isolation: config.isolation, warn: (m) => logger.warn(m),
+  });
   if (!creds) {
     await access(config.blobsDir).catch(() => {
       throw new Error(`blob directory ${config.blobsDir} does not exist: point --blobs-dir (SHELLWEGO_BLOBS_DIR) at the blobs/ ` +
@@ -112,21 +154,28 @@ export async function startNode(config: SplitConfig, logger: Logger = pino({ lev
   }
   await mkdir(config.nodeDataDir, { recursive: true, mode: 0o711 });
   await requireIsolation(config.isolation, 'apps and builds', logger);
-  const nodeId = creds?.nodeId ?? await stableNodeId(config.nodeDataDir);
-  const bus = await connectBus(config, `shellwego-node-${nodeId}`, logger.child({ part: 'bus' }), `node-${nodeId}`);
+  const natsAuth = await nodeNatsAuth(config, creds);
+  const nodeId = creds?.nodeId ?? natsAuth?.nodeId ?? await stableNodeId(config.nodeDataDir);
+  // NATS over TLS: the operator's CA file, else the CA pinned at join when the control plane said nats-server uses it.
+  const natsTls = config.natsTlsCa ? { ca: await readFile(config.natsTlsCa, 'utf8') } : creds?.ca && creds.natsUsesInstallCa ? { ca: creds.ca.pem } : null;
+  const bus = await connectBus(config, `shellwego-node-${nodeId}`, logger.child({ part: 'bus' }), `node-${nodeId}`, natsTls,
+    natsAuth ? { connection: credsConnection(natsAuth.creds, natsAuth.nodeId), node: true } : null);
   const blobs = creds
-    ? new HttpBlobStore({ apiUrl: creds.apiUrl, authorization: `Node ${creds.nodeId}:${creds.secret}`, cacheDir: join(config.nodeDataDir, 'blobs'), pin: creds.pin })
+    ? new FailoverBlobStore({ apiUrls: creds.apiUrls ?? [creds.apiUrl], authorization: `Node ${creds.nodeId}:${creds.secret}`, cacheDir: join(config.nodeDataDir, 'blobs'), pin: creds.ca, warn: (m) => logger.warn(m) })
     : new FileBlobStore(config.blobsDir);
 
-  const { runtime, router, agent } = await startNodeRole(config, { dataDir: config.nodeDataDir, nodeId, bus, blobs, logger });
+  const { runtime, router, agent } = await startNodeRole(config, {
+    dataDir: config.nodeDataDir, nodeId, bus, blobs, logger, cluster: { advertiseAddress: config.advertiseAddress, port: config.clusterPort },
+  });
 
   const hostForUrl = urlHost(config.bind);
   let closed = false;
   return {
     nodeId,
-    blobsFrom: creds ? `${creds.apiUrl} (joined; verified copies cached in ${join(config.nodeDataDir, 'blobs')})` : `${config.blobsDir} (the server's blob directory, read locally)`,
+    blobsFrom: creds ? `${(creds.apiUrls ?? [creds.apiUrl]).join(', ')} (joined; verified copies cached in ${join(config.nodeDataDir, 'blobs')})` : `${config.blobsDir} (the server's blob directory, read locally)`,
     routerUrl: `http://${hostForUrl}:${router.port}`,
     routerPort: router.port,
+    clusterEndpoint: router.clusterPort === null ? null : endpoint(config.advertiseAddress, router.clusterPort),
     httpsUrl: router.httpsPort === null ? null : `https://${hostForUrl}:${router.httpsPort}`,
     logger,
     async close(opts = {}) {
@@ -150,6 +199,12 @@ export interface SplitCommandOptions {
   join?: string;
   token?: string;
   caFingerprint?: string;
+  apiHostname?: string;
+  advertiseAddress?: string;
+  natsCreds?: string;
+  natsAccountSeed?: string;
+  natsSystemCreds?: string;
+  natsOperatorSigner?: string;
 }
 
 /** The `server` and `node` commands of main.ts: config errors exit 2, startup errors exit 1. */
@@ -164,6 +219,12 @@ export async function runSplit(role: 'server' | 'node', opts: SplitCommandOption
       ...(opts.join ? { SHELLWEGO_JOIN_URL: opts.join } : {}),
       ...(opts.token ? { SHELLWEGO_JOIN_TOKEN: opts.token } : {}),
       ...(opts.caFingerprint ? { SHELLWEGO_CA_FINGERPRINT: opts.caFingerprint } : {}),
+      ...(opts.apiHostname ? { SHELLWEGO_API_HOSTNAMES: opts.apiHostname } : {}),
+      ...(opts.advertiseAddress ? { SHELLWEGO_ADVERTISE_ADDRESS: opts.advertiseAddress } : {}),
+      ...(opts.natsCreds ? { SHELLWEGO_NATS_CREDS: opts.natsCreds } : {}),
+      ...(opts.natsAccountSeed ? { SHELLWEGO_NATS_ACCOUNT_SEED: opts.natsAccountSeed } : {}),
+      ...(opts.natsSystemCreds ? { SHELLWEGO_NATS_SYSTEM_CREDS: opts.natsSystemCreds } : {}),
+      ...(opts.natsOperatorSigner ? { SHELLWEGO_NATS_OPERATOR_SIGNER: opts.natsOperatorSigner } : {}),
       ...(opts.dataDir ? { [role === 'server' ? 'SHELLWEGO_DATA_DIR' : 'SHELLWEGO_NODE_DATA_DIR']: opts.dataDir } : {}),
     }, {
       ...(opts.isolation ? { isolation: opts.isolation } : {}),
@@ -183,9 +244,14 @@ export async function runSplit(role: 'server' | 'node', opts: SplitCommandOption
       process.stdout.write(
         `\nShellWeGo control plane is running (builds: ${config.isolation}, data: ${config.dataDir}, database: ${config.databaseUrl ? `PostgreSQL ${new URL(config.databaseUrl).host}` : 'SQLite'}, NATS: ${config.natsUrls.join(',')})\n` +
         `  API:      ${s.apiUrl}   (OpenAPI: ${s.apiUrl}/v1/openapi.json)\n` +
+        (s.apiTls
+          ? `  TLS:      ${s.apiTls.describe}\n            CLI on this machine: NODE_EXTRA_CA_CERTS=${config.dataDir}/tls/local-ca.pem or your CA file\n`
+          : '  TLS:      OFF (SHELLWEGO_API_TLS=off): node traffic, join tokens included, is plain http — loopback/development only\n') +
+        `  NATS auth: ${s.natsAuth}\n` +
         login +
         `  Nodes:    run \`shellwego-server node --nats ${config.natsUrls.join(',')} --blobs-dir ${s.blobsDir}\` on this machine,\n` +
-        `            or elsewhere: \`shellwego-server node --nats <url> --join ${s.apiUrl} --token <from shellwego nodes token>\`\n` +
+        `            or elsewhere: \`shellwego-server node --nats <url> --join ${s.apiUrl} --token <token>${s.apiTls ? ` --ca-fingerprint ${s.apiTls.nodeTls.caFingerprint}` : ''}\`\n` +
+        '            (`shellwego nodes token` prints the whole command)\n' +
         `            (apps are served by the nodes' routers: http://<app>.${config.baseDomain}:${config.routerPort})\n` +
         `  Log in:   npx shellwego login --email ${b.email} --api ${s.apiUrl}${b.generatedPassword ? ` --password ${b.generatedPassword}` : ''}\n\n`,
       );
@@ -195,6 +261,7 @@ export async function runSplit(role: 'server' | 'node', opts: SplitCommandOption
       process.stdout.write(
         `\nShellWeGo node ${n.nodeId} is running (isolation: ${config.isolation}, data: ${config.nodeDataDir}, NATS: ${config.natsUrls.join(',')})\n` +
         `  Apps:     http://<app>.${config.baseDomain}:${n.routerPort}${n.httpsUrl ? `   and https on port ${new URL(n.httpsUrl).port}` : ''}\n` +
+        `  Cluster:  other nodes' routers reach this node's apps at ${n.clusterEndpoint} (SHELLWEGO_ADVERTISE_ADDRESS, SHELLWEGO_CLUSTER_PORT)\n` +
         `  Blobs:    ${n.blobsFrom}\n` +
         `  The node keeps serving its apps while the control plane is away.\n\n`,
       );

@@ -25,7 +25,7 @@ export interface HttpBlobStoreOptions {
   authorization: string;
   /** Local cache (under the node's data dir). */
   cacheDir: string;
-  /** https: the control plane's certificate pinned at join. */
+  /** https: the control plane's CA pinned at join (its certificate must chain to it). */
   pin?: TlsPin | null;
 }
 

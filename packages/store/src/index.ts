@@ -8,7 +8,7 @@ export type { PostgresStoreOptions } from './postgres.ts';
 export { FileBlobStore, assertDigest } from './blobs.ts';
 export { HttpBlobStore } from './http-blobs.ts';
 export type { HttpBlobStoreOptions } from './http-blobs.ts';
-export { nodeRequest, normalizeFingerprint, probeCertificate, readJson } from './node-http.ts';
+export { nodeRequest, normalizeFingerprint, pemFingerprint, pinnedTlsError, pinnedTlsOptions, probeCa, readJson } from './node-http.ts';
 export type { TlsPin } from './node-http.ts';
 export { StoreConflictError, StoreReferenceError, StoreMisuseError, StoreUnavailableError, isConflict, translateError } from './errors.ts';
 export { runMigrations, appliedMigrations, migrations } from './migrations/index.ts';

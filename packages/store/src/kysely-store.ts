@@ -29,6 +29,12 @@ import { Placements } from './repos/placements.ts';
 import { NodeJoin } from './repos/node-join.ts';
 import type { NodeJoinRepo } from './types.ts';
 import type { NodeHeartbeatRow, PlacementsRepo } from './types.ts';
+import { Scheduling } from './repos/scheduling.ts';
+import { ClusterSecrets } from './repos/cluster.ts';
+import type { ClusterSecretsRepo } from './types.ts';
+import { NatsUsers } from './repos/nats-users.ts';
+import type { NatsUsersRepo } from './types.ts';
+import type { SchedulingRepo } from './types.ts';
 
 type Db = Kysely<Database>;
 export type Dialect = Store['dialect'];
@@ -72,6 +78,9 @@ export class KyselyStore implements Store {
   readonly deployments: DeploymentsRepo;
   readonly imageBuilds: ImageBuildsRepo;
   readonly nodeJoin: NodeJoinRepo;
+  readonly scheduling: SchedulingRepo;
+  readonly clusterSecrets: ClusterSecretsRepo;
+  readonly natsUsers: NatsUsersRepo;
 
   readonly #db: Db;
   /** Identity shared by a store and the stores bound to its transactions. */
@@ -111,6 +120,9 @@ export class KyselyStore implements Store {
     this.deployments = translated(new Deployments(ctx));
     this.imageBuilds = translated(new ImageBuilds(ctx));
     this.nodeJoin = translated(new NodeJoin(ctx));
+    this.scheduling = translated(new Scheduling(ctx, dialect));
+    this.clusterSecrets = translated(new ClusterSecrets(ctx));
+    this.natsUsers = translated(new NatsUsers(ctx));
   }
 
   async transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T> {
@@ -217,7 +229,7 @@ const toApp = (r: Selectable<AppsTable>): AppRow => ({
   id: r.id, organizationId: r.organization_id, name: r.name, plan: r.plan, currentReleaseId: r.current_release_id,
   restartGeneration: r.restart_generation, createdAt: r.created_at, updatedAt: r.updated_at,
 });
-const toFormation = (r: Selectable<FormationsTable>): FormationRow => ({
+export const toFormation = (r: Selectable<FormationsTable>): FormationRow => ({
   appId: r.app_id, type: r.type, quantity: r.quantity, command: r.command, updatedAt: r.updated_at,
   healthcheck: r.healthcheck === null ? null : JSON.parse(r.healthcheck) as HealthCheckT,
 });
@@ -248,6 +260,7 @@ const toNode = (r: Selectable<NodesTable>): NodeRow => ({
   lastHeartbeatAt: r.last_heartbeat_at, createdAt: r.created_at,
   diskMb: r.disk_mb === null ? null : Number(r.disk_mb), agentLabels: JSON.parse(r.agent_labels) as Record<string, string>,
   labels: JSON.parse(r.labels) as Record<string, string>, taints: JSON.parse(r.taints) as NodeTaint[], operatorState: (r.operator_state ?? null) as NodeOperatorState,
+  clusterEndpoint: r.cluster_endpoint ?? null,
 });
 
 const toOrgKey = (r: Selectable<OrganizationKeysTable>): OrganizationKeyRow => ({
@@ -746,12 +759,13 @@ class Nodes implements NodesRepo {
         id: row.id, name: row.name, state: row.state, isolation: row.isolation, cpus: row.cpus, memory_mb: row.memoryMb,
         last_heartbeat_at: row.lastHeartbeatAt, created_at: now(),
         disk_mb: row.diskMb ?? null, agent_labels: JSON.stringify(row.agentLabels ?? {}), labels: '{}', taints: '[]', operator_state: null,
+        cluster_endpoint: row.clusterEndpoint ?? null,
       })
       .onConflict((oc) => oc.column('id').doUpdateSet((eb) => ({
         name: eb.ref('excluded.name'), state: eb.ref('excluded.state'), isolation: eb.ref('excluded.isolation'),
         cpus: eb.ref('excluded.cpus'), memory_mb: eb.ref('excluded.memory_mb'), last_heartbeat_at: eb.ref('excluded.last_heartbeat_at'),
         // The agent's own facts only: operator labels, taints and state survive heartbeats.
-        disk_mb: eb.ref('excluded.disk_mb'), agent_labels: eb.ref('excluded.agent_labels'),
+        disk_mb: eb.ref('excluded.disk_mb'), agent_labels: eb.ref('excluded.agent_labels'), cluster_endpoint: eb.ref('excluded.cluster_endpoint'),
       })))
       .returningAll().executeTakeFirstOrThrow();
     return toNode(r);

@@ -166,6 +166,8 @@ export interface NodesTable {
   labels: string;
   taints: string;
   operator_state: string | null;
+  /** migration 0010: host:port of the node's router cluster listener (null: none reported). */
+  cluster_endpoint: string | null;
 }
 
 /** Per-app placement constraints (migration 0007). */
@@ -316,6 +318,21 @@ export interface NodeCredentialsTable {
   created_at: string;
 }
 
+/** A NATS user issued to a node at join (migration 0011); revoked_at set when the node is removed. */
+export interface NatsUsersTable {
+  user_key: string;
+  node_id: string;
+  issued_at: string;
+  revoked_at: string | null;
+}
+
+/** Platform-wide secrets shared by the control planes (migration 0010). */
+export interface ClusterSecretsTable {
+  name: string;
+  value: string;
+  created_at: string;
+}
+
 export interface Database {
   users: UsersTable;
   organizations: OrganizationsTable;
@@ -340,6 +357,8 @@ export interface Database {
   image_builds: ImageBuildsTable;
   join_tokens: JoinTokensTable;
   node_credentials: NodeCredentialsTable;
+  cluster_secrets: ClusterSecretsTable;
+  nats_users: NatsUsersTable;
 }
 
 /**
@@ -381,6 +400,8 @@ export const UNIQUE_CONSTRAINTS = {
   join_tokens_pkey: 'join_tokens(id)',
   join_tokens_token_hash_key: 'join_tokens(token_hash)',
   node_credentials_pkey: 'node_credentials(node_id)',
+  cluster_secrets_pkey: 'cluster_secrets(name)',
+  nats_users_pkey: 'nats_users(user_key)',
 } as const;
 
 /** The constraints callers are expected to meet; compare with `StoreConflictError.constraint`. */

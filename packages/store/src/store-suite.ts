@@ -355,6 +355,89 @@ export function storeSuite(name: string, open: () => Promise<Store>): void {
       assert.equal(await store.nodes.byId('nod_s'), undefined);
     });
 
+    it('cluster routing: heartbeats write the node\'s cluster endpoint; a shared secret is created once', async () => {
+      const hb = { id: 'nod_c', name: 'cluster', state: 'ready' as const, isolation: 'sandbox', cpus: 2, memoryMb: 2048, lastHeartbeatAt: null };
+      assert.equal((await store.nodes.upsert({ ...hb, clusterEndpoint: '10.0.0.7:8001' })).clusterEndpoint, '10.0.0.7:8001');
+      assert.equal((await store.nodes.list()).find((n) => n.id === 'nod_c')!.clusterEndpoint, '10.0.0.7:8001');
+      assert.equal((await store.nodes.upsert(hb)).clusterEndpoint, null, 'an agent reporting none (older) clears it');
+      const first = await store.clusterSecrets.getOrCreate('suite-secret', () => 'one');
+      assert.equal(first, 'one');
+      assert.equal(await store.clusterSecrets.getOrCreate('suite-secret', () => 'two'), 'one', 'the first value stays');
+    });
+
+    it("NATS users: a removed node's users are revoked, and stay on the revocation list", async () => {
+      await store.natsUsers.add({ userKey: 'UNATSSUITE1', nodeId: 'nod_nats' });
+      await store.natsUsers.add({ userKey: 'UNATSSUITE2', nodeId: 'nod_nats_other' });
+      assert.deepEqual((await store.natsUsers.byNode('nod_nats')).map((u) => [u.userKey, u.revokedAt]), [['UNATSSUITE1', null]]);
+      assert.equal(await store.natsUsers.revokeNode('nod_nats', '2026-01-02T00:00:00.000Z'), 1);
+      assert.equal(await store.natsUsers.revokeNode('nod_nats', '2026-01-03T00:00:00.000Z'), 0, 'revoked once: the first time stays');
+      const revoked = (await store.natsUsers.revoked()).filter((u) => u.userKey.startsWith('UNATSSUITE'));
+      assert.deepEqual(revoked.map((u) => [u.userKey, u.revokedAt]), [['UNATSSUITE1', '2026-01-02T00:00:00.000Z']]);
+    });
+
+    it('scheduling: placement is a compare-and-set — two placers racing for one node place exactly what it holds, the rest wait with a reason', async () => {
+      const t = await tenant(store, 'cas'); // plan standard: 512 MB, 1 CPU
+      const rel = await store.releases.create(release(t, (await build(store, t)).id));
+      // Room for 3 instances by memory; CPUs (2 × overcommit 4) would take 8.
+      await store.nodes.upsert({ id: 'nod_cas', name: 'cas', state: 'ready', isolation: 'process', cpus: 2, memoryMb: 3 * 512, lastHeartbeatAt: null });
+      const waiting = await Promise.all(Array.from({ length: 10 }, (_, i) => store.instances.create(instance(t, rel, { index: i + 1, nodeId: null }))));
+      const claim = (id: string) => store.transaction((tx) =>
+        tx.scheduling.claim({ instanceId: id, nodeId: 'nod_cas', memoryMb: 512, cpus: 1, cpuOvercommit: 4, placement: 'on cas' }));
+      // Two control planes, each placing five at once (PostgreSQL: concurrent transactions on the pool).
+      const [a, b] = await Promise.all([Promise.all(waiting.slice(0, 5).map((i) => claim(i.id))), Promise.all(waiting.slice(5).map((i) => claim(i.id)))]);
+      const results = [...a, ...b];
+      assert.equal(results.filter((r) => r.placed).length, 3);
+      for (const r of results.filter((x) => !x.placed)) assert.match(r.placed ? '' : r.reason, /^cas needs 512 MB, has 0 MB free/);
+      const rows = await store.instances.listByApp(t.org.id, t.app.id);
+      assert.equal(rows.filter((i) => i.nodeId === 'nod_cas').length, 3);
+      assert.deepEqual(rows.filter((i) => i.nodeId === 'nod_cas').map((i) => i.placement), ['on cas', 'on cas', 'on cas']);
+      assert.deepEqual((await store.scheduling.allocations()).get('nod_cas'), { nodeId: 'nod_cas', memoryMb: 1536, cpus: 3, instances: 3 });
+
+      // A placed instance is never moved by a claim; a node that is not ready takes nothing.
+      const placed = rows.find((i) => i.nodeId === 'nod_cas')!;
+      await store.nodes.upsert({ id: 'nod_big', name: 'big', state: 'ready', isolation: 'process', cpus: 64, memoryMb: 65_536, lastHeartbeatAt: null });
+      assert.deepEqual(await claim(placed.id).then((r) => r.placed), false);
+      const moved = await store.transaction((tx) => tx.scheduling.claim({ instanceId: placed.id, nodeId: 'nod_big', memoryMb: 512, cpus: 1, cpuOvercommit: 4, placement: 'x' }));
+      assert.equal(moved.placed ? '' : moved.reason, 'the instance is no longer waiting for a node');
+      await store.nodes.updateSpec('nod_big', { operatorState: 'cordoned' });
+      const left = rows.find((i) => i.nodeId === null)!;
+      const cordoned = await store.scheduling.claim({ instanceId: left.id, nodeId: 'nod_big', memoryMb: 512, cpus: 1, cpuOvercommit: 4, placement: 'x' });
+      assert.equal(cordoned.placed ? '' : cordoned.reason, 'big is cordoned');
+      assert.equal((await store.scheduling.claim({ instanceId: left.id, nodeId: 'nod_gone', memoryMb: 512, cpus: 1, cpuOvercommit: 4, placement: 'x' })).placed, false);
+      // A node is marked down only if no heartbeat came since the one judged too old.
+      const beat = await store.nodes.upsert({ id: 'nod_hb', name: 'hb', state: 'ready', isolation: 'process', cpus: 1, memoryMb: 512, lastHeartbeatAt: '2026-01-01T00:00:00.000Z' });
+      await store.nodes.upsert({ ...beat, lastHeartbeatAt: '2026-01-01T00:00:02.000Z' });
+      assert.equal(await store.scheduling.markDown('nod_hb', '2026-01-01T00:00:00.000Z'), false);
+      assert.equal((await store.nodes.byId('nod_hb'))!.state, 'ready');
+      assert.equal(await store.scheduling.markDown('nod_hb', '2026-01-01T00:00:02.000Z'), true);
+      assert.equal((await store.nodes.byId('nod_hb'))!.state, 'down');
+      // Stopping frees the room: allocations count instances desired running only.
+      await store.instances.update(placed.id, { desired: 'stopped' });
+      assert.equal((await store.scheduling.allocations()).get('nod_cas')?.memoryMb, 1024);
+      assert.equal((await claim(left.id)).placed, true);
+    });
+
+    it('scheduling: overview and process types in bulk', async () => {
+      const t = await tenant(store, 'ovw');
+      const rel = await store.releases.create(release(t, (await build(store, t)).id, { processTypes: { web: 'a', worker: 'b' } }));
+      await store.formation.upsert(t.org.id, t.app.id, 'web', { quantity: 2 });
+      await store.formation.upsert(t.org.id, t.app.id, 'worker', { quantity: 1 });
+      await store.deployments.setSettings(t.org.id, t.app.id, { ...DEFAULT_DEPLOY_SETTINGS, drainSeconds: 7 });
+      await store.placements.set(t.org.id, t.app.id, { requiredLabels: { zone: 'a' }, tolerations: [] });
+      await store.instances.create(instance(t, rel, { desired: 'stopped', state: 'stopped' }));
+      const o = await store.scheduling.overview();
+      assert.deepEqual(o.formations.get(t.app.id)?.map((f) => [f.type, f.quantity]), [['web', 2], ['worker', 1]]);
+      assert.equal(o.settings.get(t.app.id)?.drainSeconds, 7);
+      assert.deepEqual(o.placements.get(t.app.id), { requiredLabels: { zone: 'a' }, tolerations: [] });
+      assert.deepEqual([...o.withStoppedRows], [t.app.id]);
+      const live = await store.instances.create(instance(t, rel, { index: 2, lastLog: ['up'] }));
+      await store.instances.update(live.id, { placement: 'on n1: score 100' });
+      assert.deepEqual(await store.scheduling.active(), [{ ...(await store.instances.byId(live.id))!, lastLog: [], placement: null }]);
+      await store.instances.update(live.id, { placement: 'leaving n1 (node is draining): …' });
+      assert.deepEqual((await store.scheduling.active()).map((i) => i.placement), ['leaving n1 (node is draining): …']);
+      assert.deepEqual([...(await store.scheduling.processTypes([rel.id, 'rel_missing'])).entries()], [[rel.id, { web: 'a', worker: 'b' }]]);
+    });
+
     it('placements: per app, tenant-walled, replaced whole, gone with the app; instances keep a placement note', async () => {
       const a = await tenant(store, 'place-a');
       const b = await tenant(store, 'place-b');

@@ -50,6 +50,8 @@ export interface NodeRow {
   /** Scheduling (migration 0007): heartbeats write diskMb and agentLabels, operators the rest. */
   diskMb: number | null; agentLabels: Record<string, string>; labels: Record<string, string>; taints: NodeTaint[];
   operatorState: NodeOperatorState;
+  /** host:port of the node's router cluster listener, from its heartbeats (migration 0010); null/absent = none. */
+  clusterEndpoint?: string | null;
 }
 /** What a heartbeat writes; operator fields (labels, taints, operatorState) are left as they are. */
 export type NodeHeartbeatRow = Omit<NodeRow, 'createdAt' | 'diskMb' | 'agentLabels' | 'labels' | 'taints' | 'operatorState'> & {
@@ -174,6 +176,52 @@ export interface PlacementsRepo {
   set(organizationId: string, appId: string, placement: AppPlacement): Promise<void>;
 }
 
+// ---------- scheduling (issue 4) ----------
+/** What instances desired running hold on one node, by their app's plan. */
+export interface NodeAllocation { nodeId: string; memoryMb: number; cpus: number; instances: number }
+export interface PlacementClaim {
+  instanceId: string; nodeId: string;
+  /** What the instance needs (its app's plan); CPUs are checked against the node's CPUs × `cpuOvercommit`. */
+  memoryMb: number; cpus: number; cpuOvercommit: number;
+  /** The scheduler's explanation, kept on the instance when placed. */
+  placement: string;
+}
+export type PlacementClaimResult =
+  | { placed: true; allocation: NodeAllocation }
+  /** `allocation` (when the node is short of room): what it holds now, for the caller's next choice. */
+  | { placed: false; reason: string; allocation?: NodeAllocation };
+/** Bulk reads for a periodic pass over every app. */
+export interface SchedulingOverview {
+  formations: Map<string, FormationRow[]>;
+  settings: Map<string, DeploySettingsT>;
+  placements: Map<string, AppPlacement>;
+  /** Apps with rows stopped for good (to forget). */
+  withStoppedRows: Set<string>;
+}
+export interface SchedulingRepo {
+  /** Per node, what instances desired running hold: one aggregate query. */
+  allocations(): Promise<Map<string, NodeAllocation>>;
+  /**
+   * Places a waiting instance (desired running, no node) on a node if the node is ready and,
+   * re-checked in the same transaction with the node row locked, still has room: two control
+   * planes placing at once never promise a node more than it holds.
+   */
+  claim(req: PlacementClaim): Promise<PlacementClaimResult>;
+  /**
+   * Marks a ready node down only if its last heartbeat is still the one judged too old (a
+   * compare-and-set): a heartbeat that arrived meanwhile keeps it up. True when marked.
+   */
+  markDown(nodeId: string, lastHeartbeatAt: string): Promise<boolean>;
+  overview(): Promise<SchedulingOverview>;
+  /**
+   * `instances.listActive()` lighter, for a pass over every app: no last log lines (`lastLog: []`),
+   * and `placement` only when it is a "leaving <node>" note (null otherwise).
+   */
+  active(): Promise<InstanceRow[]>;
+  /** Process types of releases by id (unknown ids are left out). */
+  processTypes(releaseIds: string[]): Promise<Map<string, Record<string, string>>>;
+}
+
 export interface OrganizationKeysRepo {
   get(organizationId: string): Promise<OrganizationKeyRow | undefined>;
   /**
@@ -217,6 +265,18 @@ export interface NodeJoinRepo {
   credential(nodeId: string): Promise<NodeCredentialRow | undefined>;
   /** Revokes a node's credentials (the node is forgotten); false when it had none. */
   deleteCredential(nodeId: string): Promise<boolean>;
+}
+
+/** A NATS user issued to a node at join (migration 0011): its public key (U…), kept after revocation. */
+export interface NatsUserRow { userKey: string; nodeId: string; issuedAt: string; revokedAt: string | null }
+
+export interface NatsUsersRepo {
+  add(row: { userKey: string; nodeId: string }): Promise<void>;
+  byNode(nodeId: string): Promise<NatsUserRow[]>;
+  /** Marks every unrevoked user of the node revoked at `at`; how many were. */
+  revokeNode(nodeId: string, at: string): Promise<number>;
+  /** Every revoked user: the NATS account's revocation list. */
+  revoked(): Promise<NatsUserRow[]>;
 }
 
 export interface ImageBuildsRepo {
@@ -310,6 +370,13 @@ export interface DeploymentsRepo {
   setSettings(organizationId: string, appId: string, settings: DeploySettingsT): Promise<void>;
 }
 
+// ---------- cluster routing ----------
+/** Platform-wide secrets the control planes share (the routers' cluster token). */
+export interface ClusterSecretsRepo {
+  /** The value named `name`, created with `make()` by whoever asks first (concurrent first calls agree). */
+  getOrCreate(name: string, make: () => string): Promise<string>;
+}
+
 export interface Store {
   readonly dialect: 'sqlite' | 'postgres';
   users: UsersRepo;
@@ -332,6 +399,9 @@ export interface Store {
   webhooks: WebhooksRepo;
   imageBuilds: ImageBuildsRepo;
   nodeJoin: NodeJoinRepo;
+  scheduling: SchedulingRepo;
+  clusterSecrets: ClusterSecretsRepo;
+  natsUsers: NatsUsersRepo;
   /** Runs `fn` in one database transaction; the Store passed to `fn` is bound to it. */
   transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T>;
   /** Applied migration names, oldest first. */

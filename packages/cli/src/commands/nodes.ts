@@ -125,13 +125,16 @@ export function registerNodes(program: Command, ctx: Ctx): void {
     if (!Number.isInteger(uses) || uses < 1) throw new UsageError(`--uses must be a whole number of nodes, at least 1, got '${opts.uses}'`);
     const r = await (await ctx.client()).call('createJoinToken', { body: { expiresInSeconds: parseDuration(opts.expires), uses } });
     if (opts.json) return ctx.json(r);
-    const { apiUrl } = await ctx.resolveSession();
+    // The server's own API URL for nodes (first --api-hostname), else the one this CLI uses.
+    const apiUrl = r.apiUrl ?? (await ctx.resolveSession()).apiUrl;
     ctx.out(`Join token (shown once; ${r.uses} use(s), expires ${r.expiresAt}):`);
     ctx.out(`  ${r.token}`);
-    ctx.out(`On the new node: shellwego-server node --nats <NATS URL> --join ${apiUrl} --token ${r.token}`);
+    ctx.out(`On the new node: shellwego-server node --nats <NATS URL> --join ${apiUrl} --token ${r.token}${r.caFingerprint ? ` --ca-fingerprint ${r.caFingerprint}` : ''}`);
+    if (r.caFingerprint) ctx.out(`(--ca-fingerprint pins this install's CA: the node refuses a control plane whose certificate another CA signed)`);
+    else ctx.out('(the API is plain http: nothing is pinned; use it on a trusted network only)');
   });
 
-  withJson(nodes.command('remove').description('forget a node (it must have no instances: drain it first)').argument('<node>', 'node name or id')).action(async (node: string, opts: JsonOpts) => {
+  withJson(nodes.command('remove').description('forget a node and revoke its credentials and NATS user (it must have no instances: drain it first)').argument('<node>', 'node name or id')).action(async (node: string, opts: JsonOpts) => {
     const r = await (await ctx.client()).call('deleteNode', { params: { node } });
     if (opts.json) return ctx.json(r);
     ctx.out(`Removed node ${node}`);

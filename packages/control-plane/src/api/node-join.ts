@@ -61,13 +61,21 @@ export const nodeJoinHandlers = {
       id: newId('jtk'), tokenHash: hashToken(token), usesLeft: body.uses, expiresAt: new Date(Date.now() + body.expiresInSeconds * 1000).toISOString(), createdBy: auth.user.id,
     });
     cp.logger.info({ joinToken: row.id, uses: row.usesLeft, expiresAt: row.expiresAt, by: auth.user.id }, 'node join token created');
-    return { id: row.id, token, expiresAt: row.expiresAt, uses: row.usesLeft };
+    return { id: row.id, token, expiresAt: row.expiresAt, uses: row.usesLeft, caFingerprint: cp.settings.nodeTls?.caFingerprint ?? null, apiUrl: cp.settings.apiUrl ?? null };
   },
 
   async joinNode({ body, cp }) {
     const joined = await joinWithToken(cp.store, body);
     cp.logger.info({ node: joined.nodeId, name: body.name }, 'node joined with a join token');
-    return joined;
+    // NATS with authentication: the node's own user, bound to its id (ADR: NATS auth); its key is
+    // recorded before the node gets it, so removing the node can always revoke it.
+    const nats = cp.settings.natsNodeCreds ? await cp.settings.natsNodeCreds(joined.nodeId) : null;
+    if (nats) await cp.store.natsUsers.add({ userKey: nats.userKey, nodeId: joined.nodeId });
+    // The CA nodes pin (they check it against the fingerprint they were given) and NATS' trust.
+    return {
+      ...joined, caPem: cp.settings.nodeTls?.caPem ?? null, natsUsesInstallCa: cp.settings.nodeTls?.natsUsesInstallCa ?? false,
+      natsCreds: nats?.creds ?? null,
+    };
   },
 
   async getNodeBlob({ params, req, reply, cp }) {

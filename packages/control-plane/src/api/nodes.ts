@@ -99,9 +99,21 @@ export const nodeHandlers = {
         (state === 'draining' ? 'wait until the drain has moved them (apps with nowhere else to go keep running there)' : `drain it first (shellwego nodes drain ${node.name})`),
       { instances: running.length, state });
     }
-    // A forgotten node's credentials go with it: it has to join again with a new token.
-    await cp.store.nodeJoin.deleteCredential(node.id);
-    return { deleted: await cp.store.nodes.delete(node.id) };
+    // A forgotten node's credentials go with it: it has to join again with a new token (and gets a new NATS user).
+    const { deleted, revoked } = await cp.store.transaction(async (tx) => {
+      await tx.nodeJoin.deleteCredential(node.id);
+      return { revoked: await tx.natsUsers.revokeNode(node.id, new Date().toISOString()), deleted: await tx.nodes.delete(node.id) };
+    });
+    if (revoked > 0 && cp.settings.natsRevoke) {
+      // The store is the revocation list's truth: if nats-server cannot take it now, it gets it when it answers again.
+      await cp.settings.natsRevoke().then(
+        () => cp.logger.info({ node: node.id, users: revoked }, "removed node's NATS user revoked: its connections are closed"),
+        (err: unknown) => cp.logger.error({ err, node: node.id }, "removed node's NATS user not revoked yet (nats-server did not take the account update); retrying"),
+      );
+    } else if (cp.settings.natsNodeCreds && revoked === 0) {
+      cp.logger.warn({ node: node.id }, 'removed node has no NATS user recorded (not issued at join, e.g. `nats-auth node`): its NATS credentials were not revoked');
+    }
+    return { deleted };
   },
 
   async getPlacement({ auth, params, cp }) {

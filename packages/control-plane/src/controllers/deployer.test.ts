@@ -122,3 +122,43 @@ test('a control plane that does not lead writes nothing and asks the leader to r
     await s.cleanup();
   }
 });
+
+test('two control planes placing at once (a deposed leader still finishing its pass): a node is never promised more than it holds', async () => {
+  const s = await setup(new Date().toISOString());
+  // Room for 8 instances of the standard plan (512 MB, 1 CPU) by memory; CPUs (8 × 4) would take 32.
+  await s.store.nodes.upsert({ id: 'nod_1', name: 'n1', state: 'ready', isolation: 'sandbox', cpus: 8, memoryMb: 4096, lastHeartbeatAt: new Date().toISOString() });
+  const secrets = new SecretBox(FileKeyProvider.fromKey(Buffer.alloc(32, 5)), s.store);
+  const other = new Deployer({
+    store: s.store, bus: s.bus, secrets, events: new EventRecorder(s.store, s.bus), logs: new LogStore(join(tmpdir(), 'swg-other-logs')),
+    settings: { baseDomain: 'localhost', routerPort: 8000, routerScheme: 'http', dataDir: tmpdir(), maxUploadBytes: 1 << 20, version: 'test' },
+    logger: pino({ level: 'silent' }),
+  }, 60_000);
+  other.start(); // also believes it leads
+  try {
+    const user = await s.store.users.create({ id: newId('usr'), email: 'cas@example.com', passwordHash: 'h', platformAdmin: false });
+    const apps = [];
+    for (const name of ['left', 'right']) {
+      const app = await s.store.apps.create({ id: newId('app'), organizationId: s.org.id, name, plan: 'standard' });
+      const build = await s.store.builds.create({ id: newId('bld'), appId: app.id, organizationId: s.org.id, sourceDigest: 'b'.repeat(64), createdBy: user.id });
+      const release = await s.store.releases.create({
+        id: newId('rel'), appId: app.id, organizationId: s.org.id, buildId: build.id, description: 'test', processTypes: { web: 'x' },
+        artifactDigest: 'a'.repeat(64), configSealed: await secrets.sealJson(app, {}), configKeys: [], createdBy: user.id,
+      });
+      await s.store.apps.update(s.org.id, app.id, { currentReleaseId: release.id });
+      await s.store.formation.upsert(s.org.id, app.id, 'web', { quantity: 6, command: 'x' });
+      apps.push(app);
+    }
+    // Both read the node as empty, then place 6 instances each at the same time.
+    await Promise.all([s.deployer.reconcileApp(s.org.id, apps[0].id), other.reconcileApp(s.org.id, apps[1].id)]);
+    const rows = (await Promise.all(apps.map((a) => s.store.instances.listByApp(s.org.id, a.id)))).flat();
+    assert.equal(rows.length, 12);
+    assert.equal(rows.filter((i) => i.nodeId === 'nod_1').length, 8);
+    const pending = rows.filter((i) => i.nodeId === null);
+    assert.equal(pending.length, 4);
+    for (const i of pending) assert.match(i.placement ?? '', /^no node fits: n1 needs 512 MB, has 0 MB free/);
+    assert.equal((await s.store.scheduling.allocations()).get('nod_1')?.memoryMb, 4096);
+  } finally {
+    await other.stop();
+    await s.cleanup();
+  }
+});

@@ -2,7 +2,8 @@ import type { Logger } from 'pino';
 import { DEFAULT_DEPLOY_SETTINGS, DEFAULT_PLAN, PLANS, instanceMachine, newId, nodeState, subjects } from '@shellwego/core';
 import type { AppPlacement, AssignmentsMessage, DeploySettingsT, EventT, HeartbeatMessage, InstanceSpec, InstanceStatusMessage, Readiness, ReconcileRequestMessage, RouterStatsMessage, RouteTableMessage } from '@shellwego/core';
 import type { Bus, Subscription } from '@shellwego/bus';
-import type { AppRow, DeploymentRow, FormationRow, InstanceRow, ReleaseRow, Store } from '@shellwego/store';
+import { createHash } from 'node:crypto';
+import type { AppRow, DeploymentRow, FormationRow, InstanceRow, NodeAllocation, NodeRow, ReleaseRow, SchedulingOverview, Store } from '@shellwego/store';
 import type { SecretBox } from '../secrets.ts';
 import type { EventRecorder } from '../events.ts';
 import type { LogStore } from '../logs.ts';
@@ -11,7 +12,9 @@ import { metrics } from '../metrics.ts';
 import { agentGeneration, planApp, routeBackends } from './plan.ts';
 import type { PlanDeployment } from './plan.ts';
 import { DeploymentController } from './deployments.ts';
+import { clusterEndpointOf, clusterNodes, withNodes } from './route-nodes.ts';
 import { DEFAULT_SCHEDULING, leavingNodes, place } from './scheduler.ts';
+import { NodeReports } from './node-reports.ts';
 import type { NodeLoad } from './scheduler.ts';
 
 const WEB_PORT = 5000;
@@ -30,6 +33,7 @@ export class Deployer {
   private lock: Promise<void> = Promise.resolve();
   private generation = Date.now() * 1000;
   private routeVersion = Date.now() * 1000;
+  /** Hash of the last route table published (not the table: at 10,000 apps it is megabytes). */
   private lastRoutes = '';
   private lastRouteTable: RouteTableMessage | null = null;
   /** Heartbeats missed while this control plane was down do not make a node dead. */
@@ -37,7 +41,32 @@ export class Deployer {
   private nodeTimer: NodeJS.Timeout | null = null;
   private nodeCheck: Promise<void> | null = null;
   private soonTimer: NodeJS.Timeout | null = null;
+  /** Per node, a hash of the last assignment set published. */
   private lastAssignments = new Map<string, string>();
+  // ---------- scale (issue 4): caches and coalesced publishing ----------
+  /** Per app, what specs and routes need besides instance rows; refreshed by every reconcile of the app and every full pass. */
+  private appInfo = new Map<string, AppInfo>();
+  /** Releases are immutable: process types and decrypted env by id (bounded; least recently used goes first). */
+  private releaseInfo = new Map<string, ReleaseInfo>();
+  /** The router's entry of each app on the base domain, rebuilt only for apps that changed. */
+  private routeEntries = new Map<string, RouteEntry>();
+  /** Set by a publish of changed entries: the table differs from the last one without comparing it. */
+  private routeEntriesChanged = false;
+  /** What changed since the last publish: apps (routes) and nodes (assignments). */
+  private dirtyApps = new Map<string, string>();
+  private dirtyNodes = new Set<string>();
+  private flushTimer: NodeJS.Timeout | null = null;
+  private flushDone: Promise<void> | null = null;
+  private flushResolve: (() => void) | null = null;
+  private lastFlushMs = 0;
+  /** Publishes one at a time, each from reads made inside it: an older read never overwrites a newer one. */
+  private publishing: Promise<void> = Promise.resolve();
+  /** Counts publishes, so a pass knows whether its reads are still the latest state published. */
+  private publishSeq = 0;
+  /** Nodes and what they hold, for placement: read once per pass (or second), kept up to date by this process's placements. */
+  private cluster: { at: number; nodes: NodeRow[]; alloc: Map<string, NodeAllocation> } | null = null;
+  private pass: Promise<void> | null = null;
+  private nextPass: Promise<void> | null = null;
   /** Timed passes per app (drain deadlines, canary steps, health deadlines): appId → [at, timer]. */
   private wakeups = new Map<string, [number, NodeJS.Timeout]>();
   private stopped = false;
@@ -47,12 +76,14 @@ export class Deployer {
    * serving the API asks the leader over the bus instead.
    */
   private leading = false;
+  private readonly reports: NodeReports;
 
   constructor(
     private readonly deps: { store: Store; bus: Bus; secrets: SecretBox; events: EventRecorder; logs: LogStore; settings: ControlPlaneSettings; logger: Logger },
     private readonly intervalMs = 5000,
     private readonly nodeDownAfterMs = DEFAULT_NODE_DOWN_AFTER_MS,
   ) {
+    this.reports = new NodeReports({ store: deps.store, logger: deps.logger });
     this.deployments = new DeploymentController({
       store: deps.store, secrets: deps.secrets, events: deps.events, logs: deps.logs, logger: deps.logger.child({ part: 'deployments' }),
       wake: (organizationId, appId, atMs) => this.wake(organizationId, appId, atMs),
@@ -80,12 +111,13 @@ export class Deployer {
     this.subs.push(
       bus.subscribe<ReconcileRequestMessage>(subjects.reconcileRequest, (m) =>
         m.organizationId && m.appId ? this.reconcileApp(m.organizationId, m.appId) : this.reconcileAll()),
-      bus.subscribe<HeartbeatMessage>(subjects.heartbeat, (m) => this.onHeartbeat(m)),
+      // Bound to the sender: a message is dropped unless its nodeId is the node of its subject.
+      bus.subscribe<HeartbeatMessage>(subjects.allHeartbeats, (m, subject) => (this.reports.bound(subject, m?.nodeId, 'heartbeat') ? this.onHeartbeat(m) : undefined)),
       // A queue group: with several control planes (and a durable bus) one consumer is shared, so a
       // control plane that leads later does not replay statuses the leader before it handled.
-      bus.subscribe<InstanceStatusMessage>(subjects.instanceStatus, (m) => this.onInstanceStatus(m), { queue: 'control-plane' }),
+      bus.subscribe<InstanceStatusMessage>(subjects.allInstanceStatus, (m, subject) => (this.reports.bound(subject, m?.nodeId, 'status report') ? this.onInstanceStatus(m) : undefined), { queue: 'control-plane' }),
       bus.subscribe(subjects.routesRequest, () => this.publishRoutes(true)),
-      bus.subscribe<RouterStatsMessage>(subjects.routerStats, (m) => this.deployments.onRouterStats(m)),
+      bus.subscribe<RouterStatsMessage>(subjects.allRouterStats, (m, subject) => { const ok = this.reports.routerStats(subject, m, this.lastRouteTable); if (ok) this.deployments.onRouterStats(ok); }),
     );
     this.timer = setInterval(() => void this.reconcileAll().catch((err) => this.deps.logger.error({ err }, 'reconcile pass failed')), this.intervalMs);
     this.timer.unref();
@@ -105,7 +137,11 @@ export class Deployer {
     this.leading = false;
     for (const [, t] of this.wakeups.values()) clearTimeout(t);
     this.wakeups.clear();
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushTimer = null;
+    this.flushResolve?.();
     await this.lock;
+    await this.publishing;
   }
 
   /** Serialises reconcile passes: one writer of instance rows at a time in this process. */
@@ -115,31 +151,99 @@ export class Deployer {
     return run;
   }
 
-  async reconcileAll(): Promise<void> {
-    await this.markDeadNodes();
-    const apps = await this.deps.store.apps.listAll();
-    for (const app of apps) await this.reconcileApp(app.organizationId, app.id, { publish: false });
-    await this.forgetOrphans(new Set(apps.map((a) => a.id)));
-    await this.publishAssignments(true);
-    // Level-triggered like assignments: a router that missed a table (bus outage, separate
-    // process) gets it again. An unchanged table keeps its version, so routers just ignore it.
-    const held = this.lastRouteTable;
-    await this.publishRoutes(false);
-    if (held && this.lastRouteTable === held) await this.deps.bus.publish(subjects.routes, held);
+  /** A full pass; one at a time: asked for during one, one more runs after it (level-triggered, so one is enough). */
+  reconcileAll(): Promise<void> {
+    if (!this.leading) return this.requestReconcile(null, null);
+    if (!this.pass) {
+      this.pass = this.fullPass().finally(() => {
+        this.pass = null;
+      });
+      return this.pass;
+    }
+    this.nextPass ??= this.pass.catch(() => undefined).then(() => {
+      this.nextPass = null;
+      return this.reconcileAll();
+    });
+    return this.nextPass;
   }
 
-  /** Bring one app's instances in line with its target release, formation and active deployment. */
-  async reconcileApp(organizationId: string, appId: string, opts: { publish?: boolean } = {}): Promise<void> {
+  private async fullPass(): Promise<void> {
+    await this.markDeadNodes();
+    const { store } = this.deps;
+    // Bulk reads, then a full reconcile only for apps that are not settled: at 10,000 apps a
+    // pass is a handful of queries, not several per app.
+    const seq = this.publishSeq;
+    const [apps, overview, active, deployments, nodes] = await Promise.all([
+      store.apps.listAll(), store.scheduling.overview(), store.scheduling.active(), store.deployments.listActive(), store.nodes.list(),
+    ]);
+    const byApp = new Map<string, InstanceRow[]>();
+    for (const i of active) {
+      const list = byApp.get(i.appId);
+      if (list) list.push(i);
+      else byApp.set(i.appId, [i]);
+    }
+    const activeDeployments = new Map(deployments.map((d) => [d.appId, d]));
+    const targetOf = (app: AppRow) => {
+      const d = activeDeployments.get(app.id);
+      return d?.state === 'pending' ? d.fromReleaseId : app.currentReleaseId;
+    };
+    // Process types of releases already opened for assignments come from memory (releases never change).
+    const fetched = await store.scheduling.processTypes([...new Set(apps.map(targetOf))].filter((id): id is string => id !== null && !this.releaseInfo.has(id)));
+    const types = { get: (id: string) => this.releaseInfo.get(id)?.processTypes ?? fetched.get(id) };
+    // Nodes some instances may have to leave (draining, NoExecute taints): their apps get a full reconcile.
+    const leavingAny = new Set(nodes.filter((n) => nodeState(n.state, n.operatorState) === 'draining' || n.taints.some((t) => t.effect === 'NoExecute')).map((n) => n.id));
+    this.cluster = { at: Date.now(), nodes, alloc: allocationsOf(active, new Map(apps.map((a) => [a.id, a]))) };
+    const now = Date.now();
+    let reconciled = 0;
+    for (const app of apps) {
+      this.rememberApp(app, overview.formations.get(app.id) ?? [], overview.settings.get(app.id) ?? DEFAULT_DEPLOY_SETTINGS);
+      const instances = byApp.get(app.id) ?? [];
+      const target = targetOf(app);
+      const settled = !activeDeployments.has(app.id) && !overview.withStoppedRows.has(app.id) &&
+        instances.every((i) => i.desired === 'running' && i.stopAfter === null && i.nodeId !== null && !leavingAny.has(i.nodeId) && !i.placement?.startsWith('leaving ')) &&
+        noChanges(planApp({
+          now, targetReleaseId: target, processTypes: withoutReleasePhase((target && types.get(target)) || {}), formation: overview.formations.get(app.id) ?? [],
+          instances, deployment: null, settings: overview.settings.get(app.id) ?? DEFAULT_DEPLOY_SETTINGS,
+        }));
+      if (!settled) {
+        reconciled++;
+        await this.reconcileApp(app.organizationId, app.id, { publish: false });
+      }
+    }
+    const appIds = new Set(apps.map((a) => a.id));
+    for (const id of this.appInfo.keys()) if (!appIds.has(id)) this.appInfo.delete(id);
+    await this.forgetOrphans(active, appIds);
+    // Level-triggered: every node's assignments again (new generation), and the route table; a
+    // router that missed a table (bus outage, separate process) gets it again. An unchanged table
+    // keeps its version, so routers just ignore it.
+    // Nothing written by this pass and nothing published since its reads: they are current, publish from them.
+    const reads = reconciled === 0 && seq === this.publishSeq ? { seq, apps, active, overview, deployments } : undefined;
+    await this.publishAll({ routes: 'pass', assignments: true }, reads);
+  }
+
+  /**
+   * Bring one app's instances in line with its target release, formation and active deployment.
+   * `publish`: true (default) publishes what changed in the next coalesced tick and waits for it;
+   * 'soon' does not wait (status reports, which arrive one after another); false leaves it to the caller.
+   */
+  async reconcileApp(organizationId: string, appId: string, opts: { publish?: boolean | 'soon' } = {}): Promise<void> {
     if (!this.leading) return this.requestReconcile(organizationId, appId);
     await this.exclusive(async () => {
       metrics.reconciles.inc();
       const { store } = this.deps;
       const app = await store.apps.get(organizationId, appId);
-      if (!app) return;
-      const [deployment, settings, formation, instances, placement, nodes] = await Promise.all([
+      if (!app) {
+        // Deleted: its route goes with the next publish.
+        this.appInfo.delete(appId);
+        this.markDirty(organizationId, appId, []);
+        return;
+      }
+      const [deployment, settings, formation, instances, placement, cluster] = await Promise.all([
         store.deployments.active(organizationId, appId), this.settingsOf(app), store.formation.list(organizationId, appId), store.instances.listByApp(organizationId, appId),
-        store.placements.get(organizationId, appId), store.nodes.list(),
+        store.placements.get(organizationId, appId), this.clusterState(),
       ]);
+      this.rememberApp(app, formation, settings);
+      const nodes = cluster.nodes;
       // Instances on draining nodes (or nodes whose NoExecute taint the app does not tolerate) are replaced elsewhere first.
       const leaving = leavingNodes(nodes.map((n) => ({ id: n.id, state: nodeState(n.state, n.operatorState), taints: n.taints })), placement);
       // During the release phase the old release stays the target: no traffic moves until it succeeds.
@@ -152,7 +256,11 @@ export class Deployer {
       });
       const unplaced = instances.filter((i) => i.desired === 'running' && i.nodeId === null && i.releaseId === release?.id);
       const changes = plan.create.length + plan.drain.length + plan.stop.length + plan.forget.length + unplaced.length;
-      if (changes > 0) await this.apply(app, release, instances, plan, unplaced, (deployment?.settings ?? settings).drainSeconds, placement, leaving);
+      // Assignments change only where instances were placed, stopped or forgotten (or a deployment moves them).
+      const touched = new Set<string>();
+      if (changes > 0) for (const n of await this.apply(app, release, instances, plan, unplaced, (deployment?.settings ?? settings).drainSeconds, placement, leaving)) touched.add(n);
+      if (changes > 0 || deployment) for (const i of instances) if (i.nodeId) touched.add(i.nodeId);
+      this.markDirty(organizationId, appId, touched);
       if (deployment) {
         const after = changes > 0 ? await store.instances.listByApp(organizationId, appId) : instances;
         const webWanted = formation.find((f) => f.type === 'web')?.quantity ?? 0;
@@ -162,46 +270,75 @@ export class Deployer {
       const nextStop = Math.min(...instances.filter((i) => i.desired === 'running' && i.stopAfter !== null).map((i) => Date.parse(i.stopAfter!)), ...plan.drain.map(() => now + settings.drainSeconds * 1000));
       if (Number.isFinite(nextStop)) this.wake(organizationId, appId, nextStop);
     });
-    if (opts.publish !== false) {
-      // Routes first: a stopping instance leaves the router before the agent signals it.
-      await this.publishRoutes(false);
-      await this.publishAssignments(false);
-    }
+    // Routes first (in the same tick): a stopping instance leaves the router before the agent signals it.
+    if (opts.publish === 'soon') void this.publishSoon();
+    else if (opts.publish !== false) await this.publishSoon();
   }
 
+  /** Writes the plan in one transaction; returns the nodes whose assignments changed. */
   private async apply(app: AppRow, release: ReleaseRow | undefined, instances: InstanceRow[], plan: ReturnType<typeof planApp>, unplaced: InstanceRow[], drainSeconds: number,
-    placement: AppPlacement | undefined, leaving: Map<string, string>): Promise<void> {
+    placement: AppPlacement | undefined, leaving: Map<string, string>): Promise<Set<string>> {
     const { store } = this.deps;
     const organizationId = app.organizationId;
-    const loads = await this.nodeLoads(app.id);
+    const cluster = await this.clusterState();
+    const loads = this.nodeLoads(cluster, instances);
     const plan_ = PLANS[app.plan] ?? PLANS[DEFAULT_PLAN];
     const scheduling = this.deps.settings.scheduling ?? DEFAULT_SCHEDULING;
-    const placeOne = () => {
-      const p = place(loads, { memoryMb: plan_.memoryMb, cpus: plan_.cpus, placement, settings: scheduling });
-      if (p.nodeId) {
+    const touched = new Set<string>();
+    const hold = (nodeId: string, sign: 1 | -1) => {
+      const a = cluster.alloc.get(nodeId) ?? { nodeId, memoryMb: 0, cpus: 0, instances: 0 };
+      cluster.alloc.set(nodeId, { nodeId, memoryMb: a.memoryMb + sign * plan_.memoryMb, cpus: a.cpus + sign * plan_.cpus, instances: a.instances + sign });
+    };
+    /**
+     * Chooses a node from this process's view, then claims it in the store (a compare-and-set on
+     * the node's free capacity, inside this transaction): if another control plane took the room
+     * meanwhile, the store's figures replace the view and the next best node is tried.
+     */
+    const placeOne = async (tx: Store, instanceId: string): Promise<{ nodeId: string | null; reason: string } | null> => {
+      for (let attempt = 0; attempt <= loads.length; attempt++) {
+        const p = place(loads, { memoryMb: plan_.memoryMb, cpus: plan_.cpus, placement, settings: scheduling });
+        if (!p.nodeId) return p;
         const n = loads.find((l) => l.id === p.nodeId)!;
-        n.allocatedMb += plan_.memoryMb;
-        n.allocatedCpus += plan_.cpus;
-        n.sameApp += 1;
+        const r = await tx.scheduling.claim({ instanceId, nodeId: n.id, memoryMb: plan_.memoryMb, cpus: plan_.cpus, cpuOvercommit: scheduling.cpuOvercommit, placement: p.reason });
+        if (r.placed) {
+          n.allocatedMb += plan_.memoryMb;
+          n.allocatedCpus += plan_.cpus;
+          n.sameApp += 1;
+          hold(n.id, 1);
+          touched.add(n.id);
+          return p;
+        }
+        this.deps.logger.info({ instance: instanceId, node: n.id, reason: r.reason }, 'placement lost a race for a node: choosing again');
+        if (r.allocation) {
+          n.allocatedMb = r.allocation.memoryMb;
+          n.allocatedCpus = r.allocation.cpus;
+          cluster.alloc.set(n.id, r.allocation);
+          continue;
+        }
+        const row = await tx.nodes.byId(n.id);
+        if (!row) loads.splice(loads.indexOf(n), 1);
+        else if (nodeState(row.state, row.operatorState) !== 'ready') n.state = nodeState(row.state, row.operatorState);
+        else return null; // the instance itself is no longer waiting: nothing to place
       }
-      return p;
+      return null;
     };
     const nameOf = (id: string) => loads.find((l) => l.id === id)?.name ?? id;
-    const created: InstanceRow[] = [];
+    const created: { row: InstanceRow; pending: string | null }[] = [];
     const stopAfter = new Date(Date.now() + drainSeconds * 1000).toISOString();
     await store.transaction(async (tx) => {
       for (const c of plan.create) {
-        const p = placeOne();
-        created.push(await tx.instances.create({
+        const row = await tx.instances.create({
           id: newId('ins'), appId: app.id, organizationId, releaseId: release!.id, releaseVersion: release!.version, processType: c.type, index: c.index,
-          nodeId: p.nodeId, desired: 'running', state: 'pending', exitCode: null, signal: null, oomKilled: false, restarts: 0, address: null,
-          startedAt: null, restartGeneration: 0, lastLog: p.nodeId ? [] : [`pending: ${p.reason}`], placement: p.reason,
-        }));
+          nodeId: null, desired: 'running', state: 'pending', exitCode: null, signal: null, oomKilled: false, restarts: 0, address: null,
+          startedAt: null, restartGeneration: 0, lastLog: [], placement: null,
+        });
+        const p = await placeOne(tx, row.id);
+        if (p && !p.nodeId) await tx.instances.update(row.id, { lastLog: [`pending: ${p.reason}`], placement: p.reason });
+        created.push({ row, pending: p && !p.nodeId ? `pending: ${p.reason}` : null });
       }
       for (const i of unplaced) {
-        const p = placeOne();
-        if (p.nodeId) await tx.instances.update(i.id, { nodeId: p.nodeId, lastLog: [], placement: p.reason });
-        else if (i.placement !== p.reason) await tx.instances.update(i.id, { lastLog: [`pending: ${p.reason}`], placement: p.reason });
+        const p = await placeOne(tx, i.id);
+        if (p && !p.nodeId && i.placement !== p.reason) await tx.instances.update(i.id, { lastLog: [`pending: ${p.reason}`], placement: p.reason });
       }
       // Instances on a node they must leave say so until their replacement is ready elsewhere.
       for (const i of instances) {
@@ -215,8 +352,17 @@ export class Deployer {
       for (const id of plan.stop) await tx.instances.update(id, { desired: 'stopped' });
       for (const id of plan.forget) await tx.instances.delete(id);
     });
-    for (const i of created) this.deps.logs.platform(app.id, `Starting ${i.processType}.${i.index} (v${i.releaseVersion})${i.nodeId ? '' : ` — ${i.lastLog[0]}`}`);
     const byId = new Map(instances.map((i) => [i.id, i]));
+    for (const id of [...plan.drain, ...plan.stop, ...plan.forget]) {
+      const i = byId.get(id);
+      if (i?.nodeId) touched.add(i.nodeId);
+    }
+    // What stopped no longer holds room on its node (in this process's view; the store counts it anyway).
+    for (const id of plan.stop) {
+      const i = byId.get(id);
+      if (i?.nodeId && i.desired === 'running') hold(i.nodeId, -1);
+    }
+    for (const { row: i, pending } of created) this.deps.logs.platform(app.id, `Starting ${i.processType}.${i.index} (v${i.releaseVersion})${pending ? ` — ${pending}` : ''}`);
     for (const id of plan.drain) {
       const i = byId.get(id);
       if (i) this.deps.logs.platform(app.id, `Draining ${i.processType}.${i.index} (v${i.releaseVersion}): out of the router, stopping in ${drainSeconds}s`);
@@ -225,38 +371,41 @@ export class Deployer {
       const i = byId.get(id);
       if (i) this.deps.logs.platform(app.id, `Stopping ${i.processType}.${i.index} (v${i.releaseVersion})`);
     }
+    return touched;
   }
 
   private async settingsOf(app: AppRow): Promise<DeploySettingsT> {
     return (await this.deps.store.deployments.getSettings(app.organizationId, app.id)) ?? DEFAULT_DEPLOY_SETTINGS;
   }
 
-  private async nodeLoads(appId: string): Promise<NodeLoad[]> {
-    const { store } = this.deps;
-    const nodes = await store.nodes.list();
-    const active = await store.instances.listActive();
-    const apps = new Map((await store.apps.listAll()).map((a) => [a.id, a]));
-    return nodes.map((n) => {
-      const mine = active.filter((i) => i.nodeId === n.id && i.desired === 'running');
-      const planOf = (i: InstanceRow) => PLANS[apps.get(i.appId)?.plan ?? DEFAULT_PLAN] ?? PLANS[DEFAULT_PLAN];
-      return {
-        id: n.id,
-        name: n.name,
-        state: nodeState(n.state, n.operatorState),
-        cpus: n.cpus,
-        memoryMb: n.memoryMb,
-        allocatedMb: mine.reduce((s, i) => s + planOf(i).memoryMb, 0),
-        allocatedCpus: mine.reduce((s, i) => s + planOf(i).cpus, 0),
-        labels: { ...n.agentLabels, ...n.labels },
-        taints: n.taints,
-        sameApp: mine.filter((i) => i.appId === appId).length,
-      };
-    });
+  /** Nodes and what they hold: read at most once a second (and at every pass), then kept up to date by this process's placements. */
+  private async clusterState(): Promise<{ at: number; nodes: NodeRow[]; alloc: Map<string, NodeAllocation> }> {
+    if (this.cluster && Date.now() - this.cluster.at < 1000) return this.cluster;
+    const [nodes, alloc] = await Promise.all([this.deps.store.nodes.list(), this.deps.store.scheduling.allocations()]);
+    this.cluster = { at: Date.now(), nodes, alloc };
+    return this.cluster;
+  }
+
+  /** The scheduler's view of every node for one app (`instances`: the app's rows). */
+  private nodeLoads(cluster: { nodes: NodeRow[]; alloc: Map<string, NodeAllocation> }, instances: InstanceRow[]): NodeLoad[] {
+    const sameApp = new Map<string, number>();
+    for (const i of instances) if (i.nodeId && i.desired === 'running') sameApp.set(i.nodeId, (sameApp.get(i.nodeId) ?? 0) + 1);
+    return cluster.nodes.map((n) => ({
+      id: n.id,
+      name: n.name,
+      state: nodeState(n.state, n.operatorState),
+      cpus: n.cpus,
+      memoryMb: n.memoryMb,
+      allocatedMb: cluster.alloc.get(n.id)?.memoryMb ?? 0,
+      allocatedCpus: cluster.alloc.get(n.id)?.cpus ?? 0,
+      labels: { ...n.agentLabels, ...n.labels },
+      taints: n.taints,
+      sameApp: sameApp.get(n.id) ?? 0,
+    }));
   }
 
   /** Instance rows whose app is gone (deleted mid-flight) are dropped. */
-  private async forgetOrphans(appIds: Set<string>): Promise<void> {
-    const active = await this.deps.store.instances.listActive();
+  private async forgetOrphans(active: InstanceRow[], appIds: Set<string>): Promise<void> {
     for (const i of active) if (!appIds.has(i.appId)) await this.deps.store.instances.delete(i.id);
   }
 
@@ -267,7 +416,7 @@ export class Deployer {
     const existing = await store.nodes.byId(m.nodeId);
     await store.nodes.upsert({
       id: m.nodeId, name: m.name, state: 'ready', isolation: m.isolation, cpus: m.capacity.cpus, memoryMb: m.capacity.memoryMb, lastHeartbeatAt: new Date().toISOString(),
-      diskMb: m.capacity.diskMb ?? null, agentLabels: m.labels ?? {},
+      diskMb: m.capacity.diskMb ?? null, agentLabels: m.labels ?? {}, clusterEndpoint: clusterEndpointOf(m),
     });
     if (!existing || existing.state !== 'ready') {
       this.deps.logger.info({ node: m.nodeId, name: m.name }, existing ? 'node is back' : 'node joined');
@@ -308,7 +457,9 @@ export class Deployer {
     if (now - this.startedAt < this.nodeDownAfterMs) return;
     for (const n of await store.nodes.list()) {
       if (n.state !== 'ready' || !n.lastHeartbeatAt || now - Date.parse(n.lastHeartbeatAt) <= this.nodeDownAfterMs) continue;
-      await store.nodes.setState(n.id, 'down');
+      // The list was read before the nodes ahead of this one were handled (seconds, at scale):
+      // a heartbeat that came meanwhile keeps the node up.
+      if (!await store.scheduling.markDown(n.id, n.lastHeartbeatAt)) continue;
       const silent = ((now - Date.parse(n.lastHeartbeatAt)) / 1000).toFixed(1);
       this.deps.logger.warn({ node: n.id, silentSeconds: silent }, 'node missed heartbeats: marked down, replacing its instances');
       const lost = (await store.instances.listByNode(n.id)).filter((i) => i.desired === 'running');
@@ -325,18 +476,21 @@ export class Deployer {
           organizationId: first.organizationId, appId, type: 'node.down', message: `Node ${n.name} stopped answering: ${names} replaced on other nodes`,
           data: { nodeId: n.id, instances: list.map((i) => i.id) },
         });
-        await this.reconcileApp(first.organizationId, appId);
+        await this.reconcileApp(first.organizationId, appId, { publish: false });
       }
-      if (apps.size === 0) await this.publishRoutes(false);
+      this.cluster = null;
+      this.dirtyNodes.add(n.id);
+      await this.publishSoon();
     }
   }
 
   private async onInstanceStatus(m: InstanceStatusMessage): Promise<void> {
     const { store, logs } = this.deps;
     const row = await store.instances.byId(m.instanceId);
-    if (!row) return; // not ours (any more): the agent stops what it is not assigned
-    if (row.nodeId !== m.nodeId) {
-      this.deps.logger.warn({ instance: m.instanceId, reported: m.nodeId, assigned: row.nodeId }, 'status report from a node the instance is not assigned to: ignored');
+    // Unknown, or not this node's: nothing changes (the agent stops what it is not assigned).
+    if (!row || row.nodeId !== m.nodeId) {
+      this.reports.once(`status ${m.nodeId} ${m.instanceId}`, { instance: m.instanceId, reported: m.nodeId, assigned: row ? row.nodeId : 'no such instance' },
+        row ? 'status report from a node the instance is not assigned to: ignored' : 'status report for an instance that does not exist: ignored', row ? 'warn' : 'info');
       return;
     }
     const stateChanged = row.state !== m.state;
@@ -362,7 +516,8 @@ export class Deployer {
         });
       }
     }
-    if (stateChanged || row.address !== m.address) await this.reconcileApp(row.organizationId, row.appId);
+    // Not waiting for the publish: reports are handled one after another, and the tick gathers them.
+    if (stateChanged || row.address !== m.address) await this.reconcileApp(row.organizationId, row.appId, { publish: 'soon' });
   }
 
   /** Not the leader: the leader reconciles (the write that asked for it is already in the store). */
@@ -370,76 +525,242 @@ export class Deployer {
     await this.deps.bus.publish(subjects.reconcileRequest, { organizationId, appId } satisfies ReconcileRequestMessage);
   }
 
+  /** Every node's assignments, rebuilt from the store (API changes that touch specs: deploy settings, health checks, deleted apps). */
   async publishAssignments(force: boolean): Promise<void> {
     if (!this.leading) return this.requestReconcile(null, null);
-    const { store, bus, secrets } = this.deps;
-    const nodes = await store.nodes.list();
-    const appCache = new Map<string, AppRow | undefined>();
-    const relCache = new Map<string, { row: ReleaseRow; env: Record<string, string> } | undefined>();
-    const formationCache = new Map<string, FormationRow[]>();
-    const settingsCache = new Map<string, DeploySettingsT>();
-    for (const node of nodes) {
-      const instances = (await store.instances.listByNode(node.id)).filter((i) => i.desired === 'running');
-      const specs: InstanceSpec[] = [];
-      for (const i of instances) {
-        if (!appCache.has(i.appId)) appCache.set(i.appId, await store.apps.get(i.organizationId, i.appId));
-        const app = appCache.get(i.appId);
-        if (!relCache.has(i.releaseId)) {
-          const row = await store.releases.byId(i.organizationId, i.releaseId);
-          relCache.set(i.releaseId, row ? { row, env: await secrets.openJson<Record<string, string>>({ id: row.appId, organizationId: row.organizationId }, row.configSealed) } : undefined);
-        }
-        const rel = relCache.get(i.releaseId);
-        if (!app || !rel) continue;
-        const command = rel.row.processTypes[i.processType];
-        if (!command) continue;
-        const plan = PLANS[app.plan] ?? PLANS[DEFAULT_PLAN];
-        if (!formationCache.has(app.id)) formationCache.set(app.id, await store.formation.list(app.organizationId, app.id));
-        if (!settingsCache.has(app.id)) settingsCache.set(app.id, await this.settingsOf(app));
-        const readiness = toReadiness(formationCache.get(app.id)!.find((f) => f.type === i.processType));
-        specs.push({
-          instanceId: i.id, appId: app.id, appName: app.name, organizationId: app.organizationId, releaseId: rel.row.id, releaseVersion: rel.row.version,
-          processType: i.processType, index: i.index, command,
-          env: { ...rel.env, SHELLWEGO_APP: app.name, SHELLWEGO_RELEASE: `v${rel.row.version}`, SHELLWEGO_INSTANCE: i.id },
-          artifactDigest: rel.row.artifactDigest, limits: { memoryMb: plan.memoryMb, cpus: plan.cpus, pids: plan.pids },
-          // A replacement marker (negative) is the control plane's business: the agent keeps the process.
-          port: WEB_PORT, restartGeneration: agentGeneration(i.restartGeneration), stopTimeoutMs: settingsCache.get(app.id)!.stopTimeoutSeconds * 1000,
-          ...(readiness ? { readiness } : {}),
-        });
-      }
-      const key = JSON.stringify(specs);
-      if (!force && this.lastAssignments.get(node.id) === key) continue;
-      this.lastAssignments.set(node.id, key);
-      const msg: AssignmentsMessage = { nodeId: node.id, generation: ++this.generation, instances: specs };
-      await bus.publish(subjects.assignments(node.id), msg);
-    }
+    await this.publishAll({ routes: null, assignments: force });
   }
 
+  /** The whole route table, rebuilt from the store; `force` publishes it with a new version even if unchanged. */
   async publishRoutes(force: boolean): Promise<void> {
     if (!this.leading) return this.requestReconcile(null, null);
+    await this.publishAll({ routes: force ? 'force' : 'changed', assignments: null });
+  }
+
+  /** Publishes one at a time (see `publishing`). */
+  private serial(fn: () => Promise<void>): Promise<void> {
+    const run = this.publishing.then(fn);
+    this.publishing = run.catch(() => undefined);
+    return run;
+  }
+
+  private markDirty(organizationId: string, appId: string, nodes: Iterable<string>): void {
+    this.dirtyApps.set(appId, organizationId);
+    for (const n of nodes) this.dirtyNodes.add(n);
+  }
+
+  /**
+   * What changed, published soon: many changes (a burst of status reports), one publish. The tick
+   * stretches to twice the last publish's duration, so publishing takes at most a third of the time.
+   */
+  private publishSoon(): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    this.flushDone ??= new Promise<void>((resolve) => {
+      this.flushResolve = resolve;
+      this.flushTimer = setTimeout(() => {
+        this.flushTimer = null;
+        this.flushDone = null;
+        this.flushResolve = null;
+        this.serial(() => this.flushDirty()).catch((err) => this.deps.logger.error({ err }, 'publishing changes failed')).finally(resolve);
+      }, Math.max(PUBLISH_TICK_MS, 2 * this.lastFlushMs));
+    });
+    return this.flushDone;
+  }
+
+  private async flushDirty(): Promise<void> {
+    const t0 = performance.now();
+    this.publishSeq++;
+    const apps = this.dirtyApps;
+    const nodes = this.dirtyNodes;
+    this.dirtyApps = new Map();
+    this.dirtyNodes = new Set();
+    const { store } = this.deps;
+    // Routes first: a stopping instance leaves the router before the agent signals it.
+    let changed = false;
+    for (const [appId, organizationId] of apps) {
+      const [app, deployment, instances] = await Promise.all([
+        store.apps.get(organizationId, appId), store.deployments.active(organizationId, appId), store.instances.listByApp(organizationId, appId),
+      ]);
+      const before = this.routeEntries.get(appId);
+      if (!app) {
+        changed ||= this.routeEntries.delete(appId);
+        continue;
+      }
+      const entry = this.routeEntry(app, instances, deployment);
+      if (!before || JSON.stringify(before) !== JSON.stringify(entry)) {
+        this.routeEntries.set(appId, entry);
+        changed = true;
+      }
+    }
+    // A table the bus refuses (too large, bus away) must not hold back assignments: both are logged and retried by the pass.
+    this.routeEntriesChanged = changed;
+    const routesFailed = changed ? await this.publishTable('changed').then(() => null, (err: unknown) => err) : null;
+    for (const nodeId of nodes) await this.publishNode(nodeId, (await store.instances.listByNode(nodeId)).filter((i) => i.desired === 'running'), false);
+    this.lastFlushMs = performance.now() - t0;
+    if (routesFailed) throw routesFailed;
+  }
+
+  /**
+   * Rebuilds routes and/or assignments from a few bulk reads made inside the publish lock.
+   * routes: 'pass' (periodic: republish, same version when unchanged), 'force' (new version),
+   * 'changed' (only if different), null (leave). assignments: true = every node, false = changed nodes, null = leave.
+   */
+  private async publishAll(what: { routes: 'pass' | 'force' | 'changed' | null; assignments: boolean | null },
+    reads?: { seq: number; apps: AppRow[]; active: InstanceRow[]; overview: SchedulingOverview; deployments: DeploymentRow[] }): Promise<void> {
+    await this.serial(async () => {
+      const { store } = this.deps;
+      // Reads made before another publish ran are not used: that publish may carry newer state.
+      const fresh = reads && reads.seq === this.publishSeq ? reads : undefined;
+      this.publishSeq++;
+      // What was marked before these reads is covered by them.
+      if (what.routes && !fresh) this.dirtyApps.clear();
+      if (what.assignments !== null && !fresh) this.dirtyNodes.clear();
+      const [apps, active, overview] = fresh ? [fresh.apps, fresh.active, fresh.overview]
+        : await Promise.all([store.apps.listAll(), store.scheduling.active(), store.scheduling.overview()]);
+      let routesFailed: unknown = null;
+      for (const app of apps) this.rememberApp(app, overview.formations.get(app.id) ?? [], overview.settings.get(app.id) ?? DEFAULT_DEPLOY_SETTINGS);
+      if (what.routes) {
+        const deployments = new Map((fresh?.deployments ?? await store.deployments.listActive()).map((d) => [d.appId, d]));
+        const web = new Map<string, InstanceRow[]>();
+        for (const i of active) {
+          if (i.processType !== 'web') continue;
+          const list = web.get(i.appId);
+          if (list) list.push(i);
+          else web.set(i.appId, [i]);
+        }
+        this.routeEntries = new Map(apps.map((app) => [app.id, this.routeEntry(app, web.get(app.id) ?? [], deployments.get(app.id))]));
+        routesFailed = await this.publishTable(what.routes).then(() => null, (err: unknown) => err);
+      }
+      if (what.assignments !== null) {
+        const byNode = new Map<string, InstanceRow[]>();
+        for (const i of active) {
+          if (i.desired !== 'running' || i.nodeId === null) continue;
+          const list = byNode.get(i.nodeId);
+          if (list) list.push(i);
+          else byNode.set(i.nodeId, [i]);
+        }
+        for (const node of await store.nodes.list()) await this.publishNode(node.id, byNode.get(node.id) ?? [], what.assignments);
+      }
+      if (routesFailed) throw routesFailed;
+    });
+  }
+
+  private routeEntry(app: AppRow, instances: InstanceRow[], d: DeploymentRow | undefined): RouteEntry {
+    const targetReleaseId = d?.state === 'pending' ? d.fromReleaseId : app.currentReleaseId;
+    const web = instances.filter((i) => i.processType === 'web');
+    const backends = withNodes(routeBackends({ targetReleaseId, instances: web, deployment: d ? planDeployment(d) : null }), web);
+    return { host: `${app.name}.${this.deps.settings.baseDomain}`, route: { appId: app.id, appName: app.name, backends } };
+  }
+
+  /** The table from the per-app entries plus custom domains; published as `mode` says. */
+  private async publishTable(mode: 'pass' | 'force' | 'changed'): Promise<void> {
     const { store, bus, settings } = this.deps;
-    const apps = new Map((await store.apps.listAll()).map((a) => [a.id, a]));
     const routes: RouteTableMessage['routes'] = {};
-    const byApp = new Map<string, InstanceRow[]>();
-    for (const i of await store.instances.listActive()) {
-      if (i.processType !== 'web') continue;
-      const list = byApp.get(i.appId);
-      if (list) list.push(i);
-      else byApp.set(i.appId, [i]);
-    }
-    const active = new Map((await store.deployments.listActive()).map((d) => [d.appId, d]));
-    for (const app of apps.values()) {
-      const d = active.get(app.id);
-      const targetReleaseId = d?.state === 'pending' ? d.fromReleaseId : app.currentReleaseId;
-      const backends = routeBackends({ targetReleaseId, instances: byApp.get(app.id) ?? [], deployment: d ? planDeployment(d) : null });
-      routes[`${app.name}.${settings.baseDomain}`] = { appId: app.id, appName: app.name, backends };
-    }
+    for (const e of this.routeEntries.values()) routes[e.host] = e.route;
+    const apps = new Map([...this.appInfo.values()].map((i) => [i.app.id, i.app]));
     await (await import('../domains/routes.ts')).addDomainRoutes(store, routes, apps, settings.baseDomain);
-    const key = JSON.stringify(routes);
-    if (!force && key === this.lastRoutes) return;
+    const cluster = await clusterNodes(store, routes);
+    // A change already known to be one needs no digest (at 10,000 apps the table's JSON is megabytes): the next pass makes one.
+    const key = mode === 'changed' && this.routeEntriesChanged ? '' : digest(JSON.stringify(routes) + JSON.stringify(cluster));
+    this.routeEntriesChanged = false;
+    if (key && key === this.lastRoutes && this.lastRouteTable) {
+      // Level-triggered like assignments: a router that missed a table (bus outage, separate
+      // process) gets it again. An unchanged table keeps its version, so routers just ignore it.
+      if (mode === 'pass') await bus.publish(subjects.routes, this.lastRouteTable);
+      if (mode !== 'force') return;
+    }
     this.lastRoutes = key;
-    this.lastRouteTable = { version: ++this.routeVersion, routes };
+    this.lastRouteTable = { version: ++this.routeVersion, routes, ...cluster };
     await bus.publish(subjects.routes, this.lastRouteTable);
   }
+
+  /** One node's assignment set (`instances`: its rows desired running, oldest first); published if it changed or `force`. */
+  private async publishNode(nodeId: string, instances: InstanceRow[], force: boolean): Promise<void> {
+    const specs: InstanceSpec[] = [];
+    for (const i of instances) {
+      const spec = await this.specOf(i);
+      if (spec) specs.push(spec);
+    }
+    const key = digest(JSON.stringify(specs));
+    if (!force && this.lastAssignments.get(nodeId) === key) return;
+    this.lastAssignments.set(nodeId, key);
+    const msg: AssignmentsMessage = { nodeId, generation: ++this.generation, instances: specs };
+    await this.deps.bus.publish(subjects.assignments(nodeId), msg);
+  }
+
+  private async specOf(i: InstanceRow): Promise<InstanceSpec | null> {
+    const info = this.appInfo.get(i.appId) ?? await this.loadAppInfo(i.organizationId, i.appId);
+    const rel = await this.release(i.organizationId, i.releaseId);
+    if (!info || !rel) return null;
+    const { app } = info;
+    const command = rel.processTypes[i.processType];
+    if (!command) return null;
+    const plan = PLANS[app.plan] ?? PLANS[DEFAULT_PLAN];
+    const readiness = toReadiness(info.formation.find((f) => f.type === i.processType));
+    return {
+      instanceId: i.id, appId: app.id, appName: app.name, organizationId: app.organizationId, releaseId: rel.id, releaseVersion: rel.version,
+      processType: i.processType, index: i.index, command,
+      env: { ...rel.env, SHELLWEGO_APP: app.name, SHELLWEGO_RELEASE: `v${rel.version}`, SHELLWEGO_INSTANCE: i.id },
+      artifactDigest: rel.artifactDigest, limits: { memoryMb: plan.memoryMb, cpus: plan.cpus, pids: plan.pids },
+      // A replacement marker (negative) is the control plane's business: the agent keeps the process.
+      port: WEB_PORT, restartGeneration: agentGeneration(i.restartGeneration), stopTimeoutMs: info.settings.stopTimeoutSeconds * 1000,
+      ...(readiness ? { readiness } : {}),
+    };
+  }
+
+  private rememberApp(app: AppRow, formation: FormationRow[], settings: DeploySettingsT): void {
+    this.appInfo.set(app.id, { app, formation, settings });
+  }
+
+  private async loadAppInfo(organizationId: string, appId: string): Promise<AppInfo | undefined> {
+    const app = await this.deps.store.apps.get(organizationId, appId);
+    if (!app) return undefined;
+    const [formation, settings] = await Promise.all([this.deps.store.formation.list(organizationId, appId), this.settingsOf(app)]);
+    this.rememberApp(app, formation, settings);
+    return this.appInfo.get(appId);
+  }
+
+  /** A release's process types and decrypted env: read and opened once, then from memory (releases never change). */
+  private async release(organizationId: string, releaseId: string): Promise<ReleaseInfo | undefined> {
+    const hit = this.releaseInfo.get(releaseId);
+    if (hit) {
+      this.releaseInfo.delete(releaseId);
+      this.releaseInfo.set(releaseId, hit);
+      return hit;
+    }
+    const row = await this.deps.store.releases.byId(organizationId, releaseId);
+    if (!row) return undefined;
+    const env = await this.deps.secrets.openJson<Record<string, string>>({ id: row.appId, organizationId: row.organizationId }, row.configSealed);
+    const info: ReleaseInfo = { id: row.id, version: row.version, processTypes: row.processTypes, artifactDigest: row.artifactDigest, env };
+    this.releaseInfo.set(releaseId, info);
+    if (this.releaseInfo.size > RELEASE_CACHE) this.releaseInfo.delete(this.releaseInfo.keys().next().value!);
+    return info;
+  }
+}
+
+/** How long status reports gather before one publish (at least; see `publishSoon`). */
+const PUBLISH_TICK_MS = 50;
+/** Releases kept decrypted in memory: every app's current release and then some at 10,000 apps. */
+const RELEASE_CACHE = 20_000;
+
+interface AppInfo { app: AppRow; formation: FormationRow[]; settings: DeploySettingsT }
+interface ReleaseInfo { id: string; version: number; processTypes: Record<string, string>; artifactDigest: string; env: Record<string, string> }
+interface RouteEntry { host: string; route: RouteTableMessage['routes'][string] }
+
+const digest = (s: string) => createHash('sha256').update(s).digest('base64');
+
+const noChanges = (p: ReturnType<typeof planApp>) => p.create.length + p.drain.length + p.stop.length + p.forget.length === 0;
+
+/** What instances desired running hold per node, by their app's plan (as the store's aggregate counts). */
+function allocationsOf(active: InstanceRow[], apps: Map<string, AppRow>): Map<string, NodeAllocation> {
+  const out = new Map<string, NodeAllocation>();
+  for (const i of active) {
+    if (i.desired !== 'running' || i.nodeId === null) continue;
+    const plan = PLANS[apps.get(i.appId)?.plan ?? DEFAULT_PLAN] ?? PLANS[DEFAULT_PLAN];
+    const a = out.get(i.nodeId) ?? { nodeId: i.nodeId, memoryMb: 0, cpus: 0, instances: 0 };
+    out.set(i.nodeId, { nodeId: i.nodeId, memoryMb: a.memoryMb + plan.memoryMb, cpus: a.cpus + plan.cpus, instances: a.instances + 1 });
+  }
+  return out;
 }
 
 export function describeState(m: Pick<InstanceStatusMessage, 'state' | 'exitCode' | 'signal' | 'oomKilled' | 'restarts' | 'address'>): string {

@@ -97,7 +97,7 @@ export function place(nodes: NodeLoad[], req: PlacementRequest): Placement {
 
   const fitting = verdicts.filter((v): v is Extract<NodeVerdict, { fits: true }> => v.fits);
   if (fitting.length === 0) {
-    const why = verdicts.map((v) => (v.fits ? '' : `${v.name} ${v.reasons.join(', ')}`)).join('; ');
+    const why = upTo(verdicts.map((v) => (v.fits ? '' : `${v.name} ${v.reasons.join(', ')}`)));
     return { nodeId: null, reason: `no node fits: ${why}`, nodes: verdicts };
   }
   // Stable sort over id-ordered verdicts: equal totals keep node-id order.
@@ -113,7 +113,16 @@ export function place(nodes: NodeLoad[], req: PlacementRequest): Placement {
 
 /** The runners-up and the filtered nodes, in a line. */
 function explainOthers(verdicts: NodeVerdict[], chosen: string): string {
-  return verdicts.filter((v) => v.nodeId !== chosen).map((v) => (v.fits ? `${v.name} scored ${v.score.total}` : `${v.name} ${v.reasons.join(', ')}`)).join('; ');
+  return upTo(verdicts.filter((v) => v.nodeId !== chosen).map((v) => (v.fits ? `${v.name} scored ${v.score.total}` : `${v.name} ${v.reasons.join(', ')}`)));
+}
+
+/**
+ * The explanation is stored with every instance: on 1,000 nodes a line per node would be tens
+ * of kilobytes per instance, so it names the first few and counts the rest.
+ */
+const EXPLAIN_NODES = 8;
+function upTo(lines: string[]): string {
+  return lines.length <= EXPLAIN_NODES ? lines.join('; ') : `${lines.slice(0, EXPLAIN_NODES).join('; ')}; and ${lines.length - EXPLAIN_NODES} more node(s)`;
 }
 
 /**

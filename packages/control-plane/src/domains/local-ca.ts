@@ -5,6 +5,7 @@
  */
 import 'reflect-metadata';
 import { randomBytes, webcrypto } from 'node:crypto';
+import { isIP } from 'node:net';
 import * as x509 from '@peculiar/x509';
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
@@ -74,7 +75,8 @@ export async function issueLeaf(ca: LocalCa, hostnames: string[], now = new Date
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
       new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
-      new x509.SubjectAlternativeNameExtension(hostnames.map((value) => ({ type: 'dns' as const, value }))),
+      // IP addresses (an API or nats-server reached by address) are IP SANs, names DNS SANs.
+      new x509.SubjectAlternativeNameExtension(hostnames.map((value) => ({ type: isIP(value) ? 'ip' as const : 'dns' as const, value }))),
       await x509.AuthorityKeyIdentifierExtension.create(ca.cert),
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],

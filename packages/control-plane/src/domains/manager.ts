@@ -11,17 +11,15 @@
  * same envelope encryption, key provider and rotation path as every tenant secret. Custom-domain
  * keys are sealed under their own organization's data key, with the certificate id as AAD.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { newId, subjects } from '@shellwego/core';
 import type { AcmeChallengesMessage, CertificatesMessage, RouterCertificate } from '@shellwego/core';
 import type { Bus, Subscription } from '@shellwego/bus';
-import { CONSTRAINTS, isConflict } from '@shellwego/store';
 import type { CertificateRow, DomainRow, Store } from '@shellwego/store';
 import type { SecretBox } from '../secrets.ts';
 import type { EventRecorder } from '../events.ts';
-import { createCa, issueLeaf, loadCa } from './local-ca.ts';
+import { issueLeaf } from './local-ca.ts';
+import { ensureSystemOrg, installCa, SYSTEM_ORG_ID } from './install-ca.ts';
 import type { IssuedPem, LocalCa } from './local-ca.ts';
 import { AcmeIssuer, acmeErrorMessage, newAccountKey } from './acme.ts';
 import type { AcmeSettings, ChallengeType } from './acme.ts';
@@ -40,10 +38,7 @@ export interface TlsSettings {
   retryBaseMs?: number;
 }
 
-/** The hidden organization that owns platform-wide keys (never has members, so nobody sees it). */
-export const SYSTEM_ORG_ID = 'org_platform';
-const SYSTEM_ORG_NAME = '__shellwego_platform__';
-const CA_NAME = 'local-ca';
+export { SYSTEM_ORG_ID } from './install-ca.ts';
 
 export interface CertificateManagerDeps {
   store: Store;
@@ -210,37 +205,12 @@ export class CertificateManager {
   // ---------- platform keys ----------
 
   private async ensureSystemOrg(): Promise<void> {
-    const { store } = this.deps;
-    if (await store.organizations.byId(SYSTEM_ORG_ID)) return;
-    try {
-      await store.organizations.create({ id: SYSTEM_ORG_ID, name: SYSTEM_ORG_NAME });
-    } catch (err) {
-      if (await store.organizations.byId(SYSTEM_ORG_ID)) return; // a concurrent start created it
-      if (!isConflict(err, CONSTRAINTS.organizationName)) throw err;
-      // A tenant took the name: the id is what matters, any unused name will do.
-      await store.organizations.create({ id: SYSTEM_ORG_ID, name: `${SYSTEM_ORG_NAME}${newId('org').slice(-8)}` });
-    }
+    await ensureSystemOrg(this.deps.store);
   }
 
+  /** The install's CA (one per install, in the store; shared with the API's and NATS' certificates). */
   private async loadOrCreateCa(): Promise<LocalCa> {
-    const { store, secrets } = this.deps;
-    let row = await store.certificates.byName(CA_NAME);
-    if (!row || row.certPem === null || row.keySealed === null) {
-      const id = newId('crt');
-      const ca = await createCa(`ShellWeGo Local CA (${this.deps.baseDomain})`);
-      // First writer wins: a concurrent start uses the CA that got stored, not its own.
-      row = await store.certificates.createIfAbsent({
-        ...this.pendingRow({ name: CA_NAME, hostnames: [], organizationId: SYSTEM_ORG_ID, domainId: null }), id, kind: 'ca', status: 'issued',
-        certPem: ca.certPem, keySealed: await secrets.seal({ id, organizationId: SYSTEM_ORG_ID }, ca.keyPem),
-        notBefore: ca.notBefore.toISOString(), notAfter: ca.notAfter.toISOString(),
-      });
-    }
-    const keyPem = await secrets.open({ id: row.id, organizationId: row.organizationId }, row.keySealed!);
-    // Public: operators hand this file to browsers and curl (--cacert) to trust the platform.
-    const dir = join(this.deps.dataDir, 'tls');
-    await mkdir(dir, { recursive: true });
-    await writeFile(join(dir, 'local-ca.pem'), row.certPem!, { mode: 0o644 });
-    return loadCa(row.certPem!, keyPem);
+    return installCa(this.deps);
   }
 
   private async createAcmeIssuer(): Promise<AcmeIssuer> {

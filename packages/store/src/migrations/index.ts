@@ -8,6 +8,8 @@ import * as m0005 from './0005_webhooks.ts';
 import * as m0006 from './0006_image_builds.ts';
 import * as m0007 from './0007_node_scheduling.ts';
 import * as m0008 from './0008_node_credentials.ts';
+import * as m0010 from './0010_cluster_routing.ts';
+import * as m0011 from './0011_nats_users.ts';
 
 /**
  * Every migration, by name. Names sort in the order they run (Kysely sorts them); never rename
@@ -22,6 +24,8 @@ export const migrations: Record<string, Migration> = {
   '0006_image_builds': m0006,
   '0007_node_scheduling': m0007,
   '0008_node_credentials': m0008,
+  '0010_cluster_routing': m0010,
+  '0011_nats_users': m0011,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

@@ -19,7 +19,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Sqlite from 'better-sqlite3';
-import { newId, subjects } from '@shellwego/core';
+import { RouteTableAssembler, newId, subjects } from '@shellwego/core';
 import type { AssignmentsMessage, HeartbeatMessage, InstanceStatusMessage, RouteTableMessage } from '@shellwego/core';
 import { openSqliteStore } from '@shellwego/store';
 import { connectNatsBus } from '../packages/bus/src/nats.ts';
@@ -146,7 +146,7 @@ async function storeLatency(fn: () => Promise<unknown>): Promise<{ p50Ms: number
 }
 
 /** Route tables as a node's router receives them. */
-const routeTables = { received: 0, largestBytes: 0, lastBackends: 0 };
+const routeTables = { received: 0, largestBytes: 0, tables: 0, gaps: 0, lastRoutes: 0, lastBackends: 0 };
 
 /**
  * One simulated agent: heartbeats every 2 s, answers each new assignment with `running`, and
@@ -160,10 +160,22 @@ async function simulatedAgent(natsUrl: string, i: number, firstHeartbeat: () => 
   const reported = new Map<string, number>();
   const statuses = new Map<string, InstanceStatusMessage>();
   if (i === 0) {
+    // Assembles chunks and deltas as a router does (core/src/route-sync.ts).
+    const assembler = new RouteTableAssembler();
+    let held: RouteTableMessage | null = null;
     bus.subscribe<RouteTableMessage>(subjects.routes, (m) => {
       routeTables.received++;
       routeTables.largestBytes = Math.max(routeTables.largestBytes, Buffer.byteLength(JSON.stringify(m)));
-      routeTables.lastBackends = Object.values(m.routes).reduce((s, r) => s + r.backends.length, 0);
+      const got = assembler.accept(m, held);
+      if (got === 'gap') {
+        routeTables.gaps++;
+        void bus.publish(subjects.routesRequest, {});
+      }
+      if (typeof got === 'string' || (held && got.table.version <= held.version)) return;
+      held = got.table;
+      routeTables.tables++;
+      routeTables.lastRoutes = Object.keys(held.routes).length;
+      routeTables.lastBackends = Object.values(held.routes).reduce((s, r) => s + r.backends.length, 0);
     });
   }
   bus.subscribe<AssignmentsMessage>(subjects.assignments(nodeId), async (m) => {
@@ -314,7 +326,7 @@ try {
   console.log(`      same reads on the store:        ${lat(storeApps)}   API p99 ${result.listApps.p99RatioToStore.toFixed(1)}x the store's`);
   console.log(`  GET /v1/apps/:app/instances (${REPLICAS})  ${lat(instances)}   empty server: ${lat(emptyInstances)}   p99 ${result.listInstances.p99Ratio.toFixed(1)}x`);
   console.log(`      same read on the store:         ${lat(storeInstances)}   API p99 ${result.listInstances.p99RatioToStore.toFixed(1)}x the store's`);
-  console.log(`  route tables received by a node: ${routeTables.received}, largest ${(routeTables.largestBytes / 1024).toFixed(0)} KiB, ${routeTables.lastBackends} backends in the last`);
+  console.log(`  route messages received by a node: ${routeTables.received} (chunks and deltas), largest ${(routeTables.largestBytes / 1024).toFixed(0)} KiB; ${routeTables.tables} tables assembled, ${routeTables.gaps} gaps; last: ${routeTables.lastRoutes} routes, ${routeTables.lastBackends} backends`);
   await saveResult('scale', result);
 } finally {
   await stopAll();

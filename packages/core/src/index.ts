@@ -7,3 +7,4 @@ export * from './domain.ts';
 export * from './api.ts';
 export * from './openapi.ts';
 export * from './messages.ts';
+export * from './route-sync.ts';

@@ -25,14 +25,14 @@ export const subjects = {
   buildLog: (buildId: string) => `build.${buildId}.log`,
   buildResult: (buildId: string) => `build.${buildId}.result`,
   allBuildResults: 'build.*.result',
-  /** Control plane → routers: the whole route table (small; replacing it whole keeps routers simple). */
+  /** Control plane → routers: the route table, whole or in chunks, and deltas between (core/src/route-sync.ts). */
   routes: 'router.routes',
   /** Router → control plane: per-instance request and error counts (canary analysis), as its node (router id = node id). */
   routerStats: (nodeId: string) => `agent.${nodeId}.router.stats`,
   allRouterStats: 'agent.*.router.stats',
   /** Router → control plane: ask for the current route table after (re)start. */
   routesRequest: 'router.routes.request',
-  /** Control plane → routers: every certificate (with its key) routers terminate TLS with, whole. */
+  /** Control plane → routers: every certificate (with its key) routers terminate TLS with, whole or in chunks of one version. */
   certificates: 'router.certificates',
   /** Router → control plane: ask for the certificates after (re)start. */
   certificatesRequest: 'router.certificates.request',
@@ -200,6 +200,10 @@ export interface RouteTableMessage {
   nodes?: Record<string, string>;
   /** Shared secret a router presents to another node's cluster listener (only routers may pick instances there). */
   clusterToken?: string;
+  /** Part `index` of `count` of a full table too large for one message (route-sync.ts); absent = the whole table. */
+  chunk?: { index: number; count: number };
+  /** A change since version `base`: `routes` holds added/changed hosts, `removed` the hosts gone; absent = a full table. */
+  delta?: { base: number; removed: string[] };
 }
 
 /** Per-host TLS behaviour of a route (custom domains); absent = off. */
@@ -222,6 +226,8 @@ export interface RouterCertificate {
 export interface CertificatesMessage {
   version: number;
   certificates: RouterCertificate[];
+  /** Part `index` of `count` when the certificates are too many for one message (route-sync.ts); absent = all. */
+  chunk?: { index: number; count: number };
 }
 
 export interface AcmeChallengesMessage {

@@ -5,7 +5,7 @@ import type { TLSSocket } from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import type { Bus, Subscription } from '@shellwego/bus';
-import { subjects } from '@shellwego/core';
+import { RouteTableAssembler, subjects } from '@shellwego/core';
 import type { RouterStatsMessage, RouteTableMessage } from '@shellwego/core';
 import { HostCache, RouteTable, pickBackend } from './table.ts';
 import type { Backend, Route } from './table.ts';
@@ -419,11 +419,25 @@ export async function createRouter(opts: RouterOptions): Promise<Router> {
 
   // ---- route table from the bus ------------------------------------------------------------
 
+  // Chunks of a full table are gathered until whole; a delta applies only on the version it is based on.
+  const assembler = new RouteTableAssembler();
+  let gapRequestedAt = 0;
   const onTable = (msg: unknown): void => {
+    const got = assembler.accept(msg, table.held());
+    if (got === 'gap') {
+      // Missed a change: keep serving the held table and ask for the full one (once a second at most).
+      if (Date.now() - gapRequestedAt >= 1_000) {
+        gapRequestedAt = Date.now();
+        logger?.info({ version: table.version }, 'route delta does not follow the held table: requesting the full table');
+        requestTable();
+      }
+      return;
+    }
+    if (got === 'pending' || got === 'ignored') return void logger?.debug({ result: got }, 'route message held back');
     const before = table.version;
-    const { result, reason, removed } = table.apply(msg);
+    const { result, reason, removed } = table.apply(got.table);
     if (removed) for (const b of removed) pool.dropBackend(b);
-    if (result === 'applied') logger?.info({ version: table.version, previous: before, hosts: Object.keys(table.snapshot().routes).length }, 'route table applied');
+    if (result === 'applied') logger?.info({ version: table.version, previous: before, hosts: Object.keys(table.held()?.routes ?? {}).length }, 'route table applied');
     else logger?.debug({ result, reason }, 'route table ignored');
   };
   const subscription: Subscription = opts.bus.subscribe<unknown>(subjects.routes, onTable);

@@ -139,6 +139,11 @@ export class RouteTable {
     return this.message ? structuredClone(this.message) : { version: 0, routes: {} };
   }
 
+  /** The table as last accepted, not copied (read-only: a delta is applied on top of it); null before the first. */
+  held(): RouteTableMessage | null {
+    return this.message;
+  }
+
   /** Every backend of the current table. */
   allBackends(): IterableIterator<Backend> {
     return this.backends.values();

@@ -10,7 +10,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Bus, Subscription } from '@shellwego/bus';
-import { certificateCandidates, subjects } from '@shellwego/core';
+import { CertificatesAssembler, certificateCandidates, subjects } from '@shellwego/core';
 import type { AcmeChallengesMessage, CertificatesMessage, RouterCertificate } from '@shellwego/core';
 import type { HostCache, RouteTable } from './table.ts';
 
@@ -117,6 +117,8 @@ export class TlsFrontend {
   readonly challenges = new ChallengeTokens();
   private server: https.Server | null = null;
   private subs: Subscription[] = [];
+  /** Chunks of one certificates version, until all arrived (a half set is never applied). */
+  private readonly assembler = new CertificatesAssembler();
   private timer: NodeJS.Timeout | null = null;
   private portText = '';
   port = 0;
@@ -166,7 +168,9 @@ export class TlsFrontend {
   ): Promise<number> {
     this.subs.push(
       this.bus.subscribe<unknown>(subjects.certificates, (m) => {
-        const r = this.certs.apply(m, this.logger);
+        const got = this.assembler.accept(m);
+        if (typeof got === 'string') return void this.logger?.debug({ result: got }, 'certificates chunk held back');
+        const r = this.certs.apply(got.message, this.logger);
         if (r === 'applied') this.logger?.info({ version: this.certs.version, names: this.certs.size }, 'certificates applied');
         else this.logger?.debug({ result: r }, 'certificates ignored');
       }),

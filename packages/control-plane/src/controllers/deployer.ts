@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { DEFAULT_DEPLOY_SETTINGS, DEFAULT_PLAN, PLANS, instanceMachine, newId, nodeState, subjects } from '@shellwego/core';
+import { DEFAULT_DEPLOY_SETTINGS, DEFAULT_PLAN, PLANS, instanceMachine, newId, nodeState, routeTableDelta, splitRouteTable, subjects } from '@shellwego/core';
 import type { AppPlacement, AssignmentsMessage, DeploySettingsT, EventT, HeartbeatMessage, InstanceSpec, InstanceStatusMessage, Readiness, ReconcileRequestMessage, RouterStatsMessage, RouteTableMessage } from '@shellwego/core';
 import type { Bus, Subscription } from '@shellwego/bus';
 import { createHash } from 'node:crypto';
@@ -654,7 +654,7 @@ export class Deployer {
 
   /** The table from the per-app entries plus custom domains; published as `mode` says. */
   private async publishTable(mode: 'pass' | 'force' | 'changed'): Promise<void> {
-    const { store, bus, settings } = this.deps;
+    const { store, settings } = this.deps;
     const routes: RouteTableMessage['routes'] = {};
     for (const e of this.routeEntries.values()) routes[e.host] = e.route;
     const apps = new Map([...this.appInfo.values()].map((i) => [i.app.id, i.app]));
@@ -666,12 +666,20 @@ export class Deployer {
     if (key && key === this.lastRoutes && this.lastRouteTable) {
       // Level-triggered like assignments: a router that missed a table (bus outage, separate
       // process) gets it again. An unchanged table keeps its version, so routers just ignore it.
-      if (mode === 'pass') await bus.publish(subjects.routes, this.lastRouteTable);
+      if (mode === 'pass') await this.sendRoutes(this.lastRouteTable, null);
       if (mode !== 'force') return;
     }
     this.lastRoutes = key;
+    const previous = this.lastRouteTable;
     this.lastRouteTable = { version: ++this.routeVersion, routes, ...cluster };
-    await bus.publish(subjects.routes, this.lastRouteTable);
+    // Changes go as a delta against the version before; a pass (repair) and a router's request get the full table.
+    await this.sendRoutes(this.lastRouteTable, mode === 'changed' ? previous : null);
+  }
+
+  /** `table` on the bus: as a delta from `previous` when given and small, else whole or in chunks (NATS max_payload). */
+  private async sendRoutes(table: RouteTableMessage, previous: RouteTableMessage | null): Promise<void> {
+    const delta = previous ? routeTableDelta(previous, table) : null;
+    for (const msg of delta ? [delta] : splitRouteTable(table)) await this.deps.bus.publish(subjects.routes, msg);
   }
 
   /** One node's assignment set (`instances`: its rows desired running, oldest first); published if it changed or `force`. */

@@ -12,7 +12,7 @@
  * keys are sealed under their own organization's data key, with the certificate id as AAD.
  */
 import type { Logger } from 'pino';
-import { newId, subjects } from '@shellwego/core';
+import { newId, splitCertificates, subjects } from '@shellwego/core';
 import type { AcmeChallengesMessage, CertificatesMessage, RouterCertificate } from '@shellwego/core';
 import type { Bus, Subscription } from '@shellwego/bus';
 import type { CertificateRow, DomainRow, Store } from '@shellwego/store';
@@ -139,7 +139,7 @@ export class CertificateManager {
     return run;
   }
 
-  /** Publishes every usable certificate (issued, or renewing) to the routers, whole. */
+  /** Publishes every usable certificate (issued, or renewing) to the routers, whole or in chunks. */
   async publish(force: boolean): Promise<void> {
     const { store, secrets, bus } = this.deps;
     const certificates: RouterCertificate[] = [];
@@ -152,7 +152,8 @@ export class CertificateManager {
     const key = JSON.stringify(certificates.map((c) => [c.hostnames, c.certPem]));
     if (force || key !== this.lastPublished) {
       this.lastPublished = key;
-      await bus.publish(subjects.certificates, { version: ++this.version, certificates } satisfies CertificatesMessage);
+      // In chunks when large (NATS refuses payloads over max_payload): routers swap only a whole set in.
+      for (const m of splitCertificates({ version: ++this.version, certificates } satisfies CertificatesMessage)) await bus.publish(subjects.certificates, m);
     }
     if (force) await this.publishChallenges();
   }

@@ -1,0 +1,144 @@
+/**
+ * Route table over the bus at any size: a full table too large for one message (NATS refuses
+ * payloads over max_payload, 1 MB by default; at 10,000 apps the table is megabytes) goes as
+ * chunks of one version, and changes go as deltas against the version before. A router swaps in a
+ * table only when it is whole: all chunks of one version, or a delta whose base it holds.
+ */
+import type { CertificatesMessage, RouteTableMessage } from './messages.ts';
+
+/** Serialised size a route message stays under (well below NATS's 1 MB default max_payload). */
+export const ROUTE_CHUNK_BYTES = 256 * 1024;
+
+type Routes = RouteTableMessage['routes'];
+
+/** `table` as messages each at most `maxBytes` serialised: itself when it fits, else chunks (every one with nodes and token). */
+export function splitRouteTable(table: RouteTableMessage, maxBytes = ROUTE_CHUNK_BYTES): RouteTableMessage[] {
+  const { version, routes, chunk: _c, delta: _d, ...rest } = table;
+  const whole: RouteTableMessage = { version, routes, ...rest };
+  const head = Buffer.byteLength(JSON.stringify({ ...whole, routes: {}, chunk: { index: 0, count: 0 } })) + 64;
+  const parts: Routes[] = [];
+  let part: Routes = {};
+  let size = head;
+  let total = head;
+  for (const [host, entry] of Object.entries(routes)) {
+    const bytes = Buffer.byteLength(JSON.stringify(host)) + Buffer.byteLength(JSON.stringify(entry)) + 2;
+    if (head + bytes > maxBytes) throw new Error(`route entry for ${host} is ${bytes} bytes: larger than a route message may be (${maxBytes})`);
+    if (size + bytes > maxBytes) {
+      parts.push(part);
+      part = {};
+      size = head;
+    }
+    part[host] = entry;
+    size += bytes;
+    total += bytes;
+  }
+  if (total <= maxBytes) return [whole];
+  parts.push(part);
+  return parts.map((p, index) => ({ version, routes: p, ...rest, chunk: { index, count: parts.length } }));
+}
+
+/**
+ * What changed from `prev` to `next` as one delta message (hosts added or changed in `routes`,
+ * gone in `delta.removed`; nodes and token ride along), or null when it would not fit in
+ * `maxBytes` (then the full table goes instead).
+ */
+export function routeTableDelta(prev: RouteTableMessage, next: RouteTableMessage, maxBytes = ROUTE_CHUNK_BYTES): RouteTableMessage | null {
+  const changed: Routes = {};
+  for (const [host, entry] of Object.entries(next.routes)) {
+    const before = prev.routes[host];
+    // Unchanged entries are mostly the same object (the deployer keeps them per app): no JSON needed.
+    if (before !== entry && (before === undefined || JSON.stringify(before) !== JSON.stringify(entry))) changed[host] = entry;
+  }
+  const removed = Object.keys(prev.routes).filter((h) => !(h in next.routes));
+  const msg: RouteTableMessage = {
+    version: next.version, routes: changed, delta: { base: prev.version, removed },
+    ...(next.nodes ? { nodes: next.nodes } : {}), ...(next.clusterToken !== undefined ? { clusterToken: next.clusterToken } : {}),
+  };
+  return Buffer.byteLength(JSON.stringify(msg)) <= maxBytes ? msg : null;
+}
+
+/**
+ * The router's side: turns the messages on `router.routes` into whole tables. `accept` returns a
+ * whole table to apply, 'pending' (chunks of a version still missing), 'gap' (a delta whose base
+ * is not the table held: ask for the full table and keep serving the held one), or 'ignored'.
+ */
+export class RouteTableAssembler {
+  private pending: { version: number; count: number; parts: Map<number, RouteTableMessage> } | null = null;
+
+  /** `held`: the table the router serves now (null: none yet). */
+  accept(msg: unknown, held: RouteTableMessage | null): { table: RouteTableMessage } | 'pending' | 'gap' | 'ignored' {
+    if (!msg || typeof msg !== 'object') return { table: msg as RouteTableMessage }; // the table's own checks refuse it
+    const m = msg as RouteTableMessage;
+    if (m.delta !== undefined) {
+      if (!m.delta || typeof m.delta.base !== 'number' || !Array.isArray(m.delta.removed) || !m.routes || typeof m.routes !== 'object') return 'ignored';
+      if (held !== null && m.version === held.version) return { table: m }; // a copy of what is held: refreshes its age
+      if (held === null || held.version !== m.delta.base) return held !== null && m.version < held.version ? 'ignored' : 'gap';
+      const routes: Routes = { ...held.routes, ...m.routes };
+      for (const h of m.delta.removed) delete routes[h];
+      const { delta: _d, ...rest } = m;
+      return { table: { ...rest, routes, ...(m.nodes ? {} : held.nodes ? { nodes: held.nodes } : {}), ...(m.clusterToken !== undefined || held.clusterToken === undefined ? {} : { clusterToken: held.clusterToken }) } };
+    }
+    if (m.chunk === undefined) return { table: m };
+    if (!m.chunk || typeof m.chunk !== 'object') return 'ignored';
+    const { index, count } = m.chunk;
+    if (typeof m.version !== 'number' || !Number.isInteger(index) || !Number.isInteger(count) || index < 0 || index >= count || count > 100_000) return 'ignored';
+    if (this.pending !== null && m.version < this.pending.version) return 'ignored';
+    // A newer version abandons an older incomplete one (its missing chunks will never come).
+    if (this.pending === null || m.version > this.pending.version) this.pending = { version: m.version, count, parts: new Map() };
+    if (count !== this.pending.count) return 'ignored';
+    this.pending.parts.set(index, m);
+    if (this.pending.parts.size < count) return 'pending';
+    const parts = [...this.pending.parts.entries()].sort((a, b) => a[0] - b[0]).map(([, p]) => p);
+    this.pending = null;
+    const routes: Routes = {};
+    for (const p of parts) if (p.routes && typeof p.routes === 'object') Object.assign(routes, p.routes);
+    const { chunk: _c, ...first } = parts[0];
+    return { table: { ...first, routes } };
+  }
+}
+
+/** Certificates (with keys) for routers as messages each at most `maxBytes`: itself when it fits, else chunks of one version. */
+export function splitCertificates(msg: CertificatesMessage, maxBytes = ROUTE_CHUNK_BYTES): CertificatesMessage[] {
+  const head = Buffer.byteLength(JSON.stringify({ version: msg.version, certificates: [], chunk: { index: 0, count: 0 } })) + 64;
+  const parts: CertificatesMessage['certificates'][] = [];
+  let part: CertificatesMessage['certificates'] = [];
+  let size = head;
+  let total = head;
+  for (const c of msg.certificates) {
+    const bytes = Buffer.byteLength(JSON.stringify(c)) + 1;
+    if (head + bytes > maxBytes) throw new Error(`certificate for ${c.hostnames.join(', ')} is ${bytes} bytes: larger than a message may be (${maxBytes})`);
+    if (size + bytes > maxBytes) {
+      parts.push(part);
+      part = [];
+      size = head;
+    }
+    part.push(c);
+    size += bytes;
+    total += bytes;
+  }
+  if (total <= maxBytes) return [{ version: msg.version, certificates: msg.certificates }];
+  parts.push(part);
+  return parts.map((certificates, index) => ({ version: msg.version, certificates, chunk: { index, count: parts.length } }));
+}
+
+/** The router's side of splitCertificates: a whole message once every chunk of one version arrived (a newer version abandons an older one). */
+export class CertificatesAssembler {
+  private pending: { version: number; count: number; parts: Map<number, CertificatesMessage> } | null = null;
+
+  accept(msg: unknown): { message: CertificatesMessage } | 'pending' | 'ignored' {
+    if (!msg || typeof msg !== 'object' || (msg as CertificatesMessage).chunk === undefined) return { message: msg as CertificatesMessage };
+    const m = msg as CertificatesMessage;
+    if (!m.chunk || typeof m.chunk !== 'object') return 'ignored';
+    const { index, count } = m.chunk;
+    if (typeof m.version !== 'number' || !Number.isInteger(index) || !Number.isInteger(count) || index < 0 || index >= count || count > 100_000) return 'ignored';
+    if (!Array.isArray(m.certificates)) return 'ignored';
+    if (this.pending !== null && m.version < this.pending.version) return 'ignored';
+    if (this.pending === null || m.version > this.pending.version) this.pending = { version: m.version, count, parts: new Map() };
+    if (count !== this.pending.count) return 'ignored';
+    this.pending.parts.set(index, m);
+    if (this.pending.parts.size < count) return 'pending';
+    const parts = [...this.pending.parts.entries()].sort((a, b) => a[0] - b[0]).map(([, p]) => p);
+    this.pending = null;
+    return { message: { version: m.version, certificates: parts.flatMap((p) => p.certificates) } };
+  }
+}

@@ -62,6 +62,8 @@ describe('node example: deploy, serve, operate', () => {
     const releases = await json<any[]>(['releases', '--app', 'hello']);
     assert.equal(releases[0].version, 2);
     assert.match(releases[0].description, /Set GREETING, OTHER/);
+    // The app list reads the current releases' versions in one bulk query.
+    assert.equal((await json<any[]>(['apps', 'list'])).find((a) => a.name === 'hello')?.currentRelease, 2);
     await waitFor('instances on v2', async () => {
       const list = await json<any[]>(['ps', '--app', 'hello']);
       const running = list.filter((i) => i.state === 'running');

@@ -652,6 +652,17 @@ class Releases implements ReleasesRepo {
     return r && toRelease(r);
   }
 
+  async versionsByIds(organizationId: string, ids: string[]): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    // Chunked: SQLite caps bound parameters per statement.
+    for (let i = 0; i < ids.length; i += 500) {
+      const rows = await this.c.q().selectFrom('releases').select(['id', 'version'])
+        .where('organization_id', '=', organizationId).where('id', 'in', ids.slice(i, i + 500)).execute();
+      for (const r of rows) out.set(r.id, r.version);
+    }
+    return out;
+  }
+
   async list(organizationId: string, appId: string, limit?: number): Promise<ReleaseRow[]> {
     let q = this.c.q().selectFrom('releases').selectAll()
       .where('organization_id', '=', organizationId).where('app_id', '=', appId)

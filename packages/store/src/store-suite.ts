@@ -262,6 +262,7 @@ export function storeSuite(name: string, open: () => Promise<Store>): void {
       assert.equal(await store.releases.byVersion(a.org.id, a.app.id, 4), undefined);
       assert.deepEqual((await store.releases.list(a.org.id, a.app.id)).map((r) => r.version), [3, 2, 1]);
       assert.deepEqual((await store.releases.list(a.org.id, a.app.id, 2)).map((r) => r.version), [3, 2]);
+      assert.deepEqual(await store.releases.versionsByIds(a.org.id, [r1.id, r3.id, 'rel_missing']), new Map([[r1.id, 1], [r3.id, 3]]));
       // Versions are per app.
       const other = await store.apps.create({ id: newId('app'), organizationId: a.org.id, name: 'second', plan: 'free' });
       const ob = await store.builds.create({ id: newId('bld'), appId: other.id, organizationId: a.org.id, sourceDigest: 'd', createdBy: null });
@@ -482,6 +483,7 @@ export function storeSuite(name: string, open: () => Promise<Store>): void {
       assert.equal(await store.releases.byId(B, rel.id), undefined);
       assert.equal(await store.releases.byVersion(B, a.app.id, 1), undefined);
       assert.deepEqual(await store.releases.list(B, a.app.id), []);
+      assert.equal((await store.releases.versionsByIds(B, [rel.id])).size, 0);
       await assert.rejects(store.releases.create({ ...release(a, bld.id), organizationId: B }), notFoundRef);
       assert.deepEqual((await store.releases.list(a.org.id, a.app.id)).map((r) => r.version), [1]);
       // instances

@@ -140,6 +140,8 @@ export interface ReleasesRepo {
   byId(organizationId: string, id: string): Promise<ReleaseRow | undefined>;
   byVersion(organizationId: string, appId: string, version: number): Promise<ReleaseRow | undefined>;
   list(organizationId: string, appId: string, limit?: number): Promise<ReleaseRow[]>;
+  /** Version numbers of releases by id, one query (app lists); unknown ids are left out. */
+  versionsByIds(organizationId: string, ids: string[]): Promise<Map<string, number>>;
 }
 
 export interface InstancesRepo {

@@ -27,7 +27,13 @@ function checkPlan(plan: string): void {
 export const appHandlers = {
   async listApps({ auth, cp }) {
     const apps = await cp.store.apps.list(auth.organization.id);
-    return Promise.all(apps.map((a) => appView(cp, a)));
+    // One bulk read of the current releases' versions, not one query per app.
+    const ids = apps.flatMap((a) => (a.currentReleaseId ? [a.currentReleaseId] : []));
+    const versions = await cp.store.releases.versionsByIds(auth.organization.id, ids);
+    return apps.map((a) => {
+      const version = a.currentReleaseId ? versions.get(a.currentReleaseId) : undefined;
+      return { ...toApp(a, cp.settings, null), currentRelease: version ?? null };
+    });
   },
 
   async createApp({ auth, body, cp }) {

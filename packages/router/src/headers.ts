@@ -45,6 +45,9 @@ export interface ScannedRequest {
   chunked: boolean;
   /** Upgrade header value when the client asked for a protocol switch. */
   upgrade: string | undefined;
+  /** From another node's router only (cluster.ts): the instance it names and its cluster token. */
+  instanceId: string | undefined;
+  token: string | undefined;
 }
 
 export interface ForwardContext {
@@ -59,12 +62,17 @@ export interface ForwardContext {
  * X-Request-Id. Host is passed through unchanged so the app sees its own domain. `Expect` is not
  * forwarded: Node's server already answered `100 Continue` to the client.
  */
-export function scanRequestHeaders(raw: string[], ctx: ForwardContext, forUpgrade: boolean): ScannedRequest {
+export function scanRequestHeaders(raw: string[], ctx: ForwardContext | null, forUpgrade: boolean): ScannedRequest {
+  // ctx null: the request comes from another node's router (cluster.ts), which already set
+  // X-Forwarded-* and X-Request-Id; the two cluster headers are read here and never passed on.
+  const client = ctx !== null;
   let out: string[] = [];
   let host: string | undefined;
   let connection: string | undefined;
   let xff: string | undefined;
   let incomingId: string | undefined;
+  let instanceId: string | undefined;
+  let token: string | undefined;
   let chunked = false;
   let transferEncoding = '';
   let hasBody = false;
@@ -93,13 +101,28 @@ export function scanRequestHeaders(raw: string[], ctx: ForwardContext, forUpgrad
         hasBody = true;
         break;
       case 'x-forwarded-for':
-        xff = xff === undefined ? value : `${xff}, ${value}`;
+        if (client) xff = xff === undefined ? value : `${xff}, ${value}`;
+        else out.push(name, value);
         break;
       case 'x-request-id':
-        if (incomingId === undefined) incomingId = value;
+        if (incomingId === undefined) {
+          incomingId = value;
+          if (!client) out.push(name, value);
+        }
         break;
       case 'upgrade':
         upgrade = value;
+        break;
+      case 'x-forwarded-proto':
+      case 'x-forwarded-host':
+      case 'x-forwarded-port':
+        if (!client) out.push(name, value);
+        break;
+      case 'x-shellwego-instance': // router-to-router headers are never taken from a client
+        if (!client) instanceId ??= value;
+        break;
+      case 'x-shellwego-cluster-token':
+        if (!client) token ??= value;
         break;
       case 'keep-alive':
       case 'proxy-connection':
@@ -108,11 +131,6 @@ export function scanRequestHeaders(raw: string[], ctx: ForwardContext, forUpgrad
       case 'te':
       case 'trailer':
       case 'expect':
-      case 'x-forwarded-proto':
-      case 'x-forwarded-host':
-      case 'x-forwarded-port':
-      case 'x-shellwego-instance': // router-to-router headers (cluster.ts) are never taken from a client
-      case 'x-shellwego-cluster-token':
         break;
       default:
         out.push(name, value);
@@ -123,17 +141,21 @@ export function scanRequestHeaders(raw: string[], ctx: ForwardContext, forUpgrad
     if (extra) out = dropNamed(out, extra);
   }
   const requestId = requestIdFrom(incomingId);
-  out.push(
-    'X-Forwarded-For', xff === undefined ? ctx.remoteAddress : `${xff}, ${ctx.remoteAddress}`,
-    'X-Forwarded-Proto', ctx.proto,
-    'X-Forwarded-Port', ctx.localPort,
-    'X-Request-Id', requestId,
-  );
-  if (host !== undefined) out.push('X-Forwarded-Host', host);
+  if (client) {
+    out.push(
+      'X-Forwarded-For', xff === undefined ? ctx.remoteAddress : `${xff}, ${ctx.remoteAddress}`,
+      'X-Forwarded-Proto', ctx.proto,
+      'X-Forwarded-Port', ctx.localPort,
+      'X-Request-Id', requestId,
+    );
+    if (host !== undefined) out.push('X-Forwarded-Host', host);
+  } else if (incomingId === undefined) {
+    out.push('X-Request-Id', requestId);
+  }
   // Node hands over the body de-chunked; the upstream client chunks it again.
   if (chunked) out.push('Transfer-Encoding', transferEncoding);
   if (forUpgrade && upgrade !== undefined) out.push('Connection', 'Upgrade', 'Upgrade', upgrade);
-  return { headers: out, host, requestId, hasBody, chunked, upgrade };
+  return { headers: out, host, requestId, hasBody, chunked, upgrade, instanceId, token };
 }
 
 /**

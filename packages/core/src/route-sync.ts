@@ -58,12 +58,34 @@ export function routeTableDelta(prev: RouteTableMessage, next: RouteTableMessage
 }
 
 /**
+ * Chunks of one version, in index order once all arrived; a newer version abandons an older
+ * incomplete one (its missing chunks will never come), an older one or a malformed chunk is ignored.
+ */
+class ChunkCollector<M extends { version: number; chunk?: { index: number; count: number } }> {
+  private pending: { version: number; count: number; parts: Map<number, M> } | null = null;
+
+  add(m: M): M[] | 'pending' | 'ignored' {
+    if (!m.chunk || typeof m.chunk !== 'object') return 'ignored';
+    const { index, count } = m.chunk;
+    if (typeof m.version !== 'number' || !Number.isInteger(index) || !Number.isInteger(count) || index < 0 || index >= count || count > 100_000) return 'ignored';
+    if (this.pending !== null && m.version < this.pending.version) return 'ignored';
+    if (this.pending === null || m.version > this.pending.version) this.pending = { version: m.version, count, parts: new Map() };
+    if (count !== this.pending.count) return 'ignored';
+    this.pending.parts.set(index, m);
+    if (this.pending.parts.size < count) return 'pending';
+    const parts = [...this.pending.parts.entries()].sort((a, b) => a[0] - b[0]).map(([, p]) => p);
+    this.pending = null;
+    return parts;
+  }
+}
+
+/**
  * The router's side: turns the messages on `router.routes` into whole tables. `accept` returns a
  * whole table to apply, 'pending' (chunks of a version still missing), 'gap' (a delta whose base
  * is not the table held: ask for the full table and keep serving the held one), or 'ignored'.
  */
 export class RouteTableAssembler {
-  private pending: { version: number; count: number; parts: Map<number, RouteTableMessage> } | null = null;
+  private readonly chunks = new ChunkCollector<RouteTableMessage>();
 
   /** `held`: the table the router serves now (null: none yet). */
   accept(msg: unknown, held: RouteTableMessage | null): { table: RouteTableMessage } | 'pending' | 'gap' | 'ignored' {
@@ -79,17 +101,8 @@ export class RouteTableAssembler {
       return { table: { ...rest, routes, ...(m.nodes ? {} : held.nodes ? { nodes: held.nodes } : {}), ...(m.clusterToken !== undefined || held.clusterToken === undefined ? {} : { clusterToken: held.clusterToken }) } };
     }
     if (m.chunk === undefined) return { table: m };
-    if (!m.chunk || typeof m.chunk !== 'object') return 'ignored';
-    const { index, count } = m.chunk;
-    if (typeof m.version !== 'number' || !Number.isInteger(index) || !Number.isInteger(count) || index < 0 || index >= count || count > 100_000) return 'ignored';
-    if (this.pending !== null && m.version < this.pending.version) return 'ignored';
-    // A newer version abandons an older incomplete one (its missing chunks will never come).
-    if (this.pending === null || m.version > this.pending.version) this.pending = { version: m.version, count, parts: new Map() };
-    if (count !== this.pending.count) return 'ignored';
-    this.pending.parts.set(index, m);
-    if (this.pending.parts.size < count) return 'pending';
-    const parts = [...this.pending.parts.entries()].sort((a, b) => a[0] - b[0]).map(([, p]) => p);
-    this.pending = null;
+    const parts = this.chunks.add(m);
+    if (typeof parts === 'string') return parts;
     const routes: Routes = {};
     for (const p of parts) if (p.routes && typeof p.routes === 'object') Object.assign(routes, p.routes);
     const { chunk: _c, ...first } = parts[0];
@@ -123,22 +136,14 @@ export function splitCertificates(msg: CertificatesMessage, maxBytes = ROUTE_CHU
 
 /** The router's side of splitCertificates: a whole message once every chunk of one version arrived (a newer version abandons an older one). */
 export class CertificatesAssembler {
-  private pending: { version: number; count: number; parts: Map<number, CertificatesMessage> } | null = null;
+  private readonly chunks = new ChunkCollector<CertificatesMessage>();
 
   accept(msg: unknown): { message: CertificatesMessage } | 'pending' | 'ignored' {
     if (!msg || typeof msg !== 'object' || (msg as CertificatesMessage).chunk === undefined) return { message: msg as CertificatesMessage };
     const m = msg as CertificatesMessage;
-    if (!m.chunk || typeof m.chunk !== 'object') return 'ignored';
-    const { index, count } = m.chunk;
-    if (typeof m.version !== 'number' || !Number.isInteger(index) || !Number.isInteger(count) || index < 0 || index >= count || count > 100_000) return 'ignored';
     if (!Array.isArray(m.certificates)) return 'ignored';
-    if (this.pending !== null && m.version < this.pending.version) return 'ignored';
-    if (this.pending === null || m.version > this.pending.version) this.pending = { version: m.version, count, parts: new Map() };
-    if (count !== this.pending.count) return 'ignored';
-    this.pending.parts.set(index, m);
-    if (this.pending.parts.size < count) return 'pending';
-    const parts = [...this.pending.parts.entries()].sort((a, b) => a[0] - b[0]).map(([, p]) => p);
-    this.pending = null;
+    const parts = this.chunks.add(m);
+    if (typeof parts === 'string') return parts;
     return { message: { version: m.version, certificates: parts.flatMap((p) => p.certificates) } };
   }
 }

@@ -20,6 +20,7 @@ import { FileKeyProvider, SecretBox } from '../packages/control-plane/src/secret
 import { Deployer } from '../packages/control-plane/src/controllers/deployer.ts';
 import { createRouter } from '@shellwego/router';
 import type { Router } from '@shellwego/router';
+import { waitFor } from './helpers/platform.ts';
 
 const APPS = 12_000;
 let server: NatsServerProcess;
@@ -34,13 +35,8 @@ const seen: RouteTableMessage[] = [];
 let requests = 0;
 let sizes: number[] = [];
 
-async function until(what: string, fn: () => boolean, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!fn()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+/** Until `fn` holds, polled every 50 ms. */
+const until = (what: string, fn: () => boolean) => waitFor(what, async () => fn(), 60_000, 50);
 
 before(async () => {
   server = await NatsServerProcess.start({ jetstream: true });

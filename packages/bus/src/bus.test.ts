@@ -6,21 +6,12 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { InProcessBus, NatsBus, defaultDurableStreams, subjectMatches, subjectWithin, subjectsOverlap, validateDurableStreams } from './index.ts';
 import type { Bus, DurableOptions } from './index.ts';
-import { NatsServerProcess } from './testing.ts';
+import { NatsServerProcess, until } from './testing.ts';
 import { connect as tcpConnect, createServer } from 'node:net';
 import type { Socket } from 'node:net';
 
 type TestBus = Bus & { drain(): Promise<void> };
 type OnError = (err: unknown, subject: string) => void;
-
-async function until(what: string, fn: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await fn()) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 test('subject wildcards follow NATS rules', () => {
   assert.equal(subjectMatches('a.b', 'a.b'), true);

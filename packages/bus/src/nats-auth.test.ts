@@ -18,16 +18,7 @@ import {
   credsConnection, credsNodeId, credsUserKey, encodeAccountJwt, initNatsAuth, issueNodeCreds, loadAccountSigner, loadOperatorSigner, nodeInboxPrefix, nodePermissions, pushAccountJwt,
 } from './nats-auth.ts';
 import type { AccountSigner, NatsAuthInit } from './nats-auth.ts';
-import { NatsServerProcess } from './testing.ts';
-
-async function until(what: string, fn: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await fn()) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
+import { NatsServerProcess, until } from './testing.ts';
 
 /** What NATS would decide for `subject` under an allow/deny pair (deny wins). */
 const permits = (p: { allow: string[]; deny: string[] }, subject: string) =>

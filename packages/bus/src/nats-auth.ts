@@ -160,13 +160,17 @@ export async function pushAccountJwt(nc: NatsConnection, jwt: string, timeoutMs 
   }
 }
 
-export async function loadOperatorSigner(file: string): Promise<OperatorSigner> {
-  let parsed: Partial<OperatorSigner>;
+/** A signing-key file written by `nats-auth init`, parsed; its fields are checked by the caller. */
+async function readKeyFile<T>(file: string, kind: 'operator' | 'account'): Promise<Partial<T>> {
   try {
-    parsed = JSON.parse(await readFile(file, 'utf8')) as Partial<OperatorSigner>;
+    return JSON.parse(await readFile(file, 'utf8')) as Partial<T>;
   } catch (err) {
-    throw new Error(`cannot read the NATS operator signing key ${file} (made by \`shellwego-server nats-auth init\`): ${(err as Error).message}`);
+    throw new Error(`cannot read the NATS ${kind} signing key ${file} (made by \`shellwego-server nats-auth init\`): ${(err as Error).message}`);
   }
+}
+
+export async function loadOperatorSigner(file: string): Promise<OperatorSigner> {
+  const parsed = await readKeyFile<OperatorSigner>(file, 'operator');
   if (typeof parsed.operatorSigningSeed !== 'string' || !parsed.operatorSigningSeed.startsWith('SO') || typeof parsed.account !== 'string' || !parsed.account.startsWith('A')
     || !Array.isArray(parsed.accountSigningKeys) || !parsed.accountSigningKeys.every((k) => typeof k === 'string' && k.startsWith('A'))) {
     throw new Error(`${file} is not a NATS operator signing key from \`shellwego-server nats-auth init\``);
@@ -194,12 +198,7 @@ function serverConfig(o: { operatorJwt: string; system: string; resolverDir: str
 }
 
 export async function loadAccountSigner(file: string): Promise<AccountSigner> {
-  let parsed: Partial<AccountSigner>;
-  try {
-    parsed = JSON.parse(await readFile(file, 'utf8')) as Partial<AccountSigner>;
-  } catch (err) {
-    throw new Error(`cannot read the NATS account signing key ${file} (made by \`shellwego-server nats-auth init\`): ${(err as Error).message}`);
-  }
+  const parsed = await readKeyFile<AccountSigner>(file, 'account');
   if (typeof parsed.account !== 'string' || !parsed.account.startsWith('A') || typeof parsed.signingSeed !== 'string' || !parsed.signingSeed.startsWith('SA')) {
     throw new Error(`${file} is not a NATS account signing key from \`shellwego-server nats-auth init\``);
   }

@@ -10,6 +10,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 /** A TCP port free on loopback right now (tests and benchmarks start servers on it). */
+/** Polls `fn` until it holds (every 25 ms), or fails naming `what` after `timeoutMs`. */
+export async function until(what: string, fn: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await fn()) return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
 export async function freePort(): Promise<number> {
   return new Promise((res, rej) => {
     const s = createServer();

@@ -103,21 +103,38 @@ async function installCaTls(config: ApiTlsConfig, deps: ApiTlsDeps, withNats: (c
     return { https: { cert: `${leaf.certPem.trimEnd()}\n${ca.certPem.trimEnd()}\n`, key: leaf.keyPem }, renewAt: leaf.notBefore.getTime() + (leaf.notAfter.getTime() - leaf.notBefore.getTime()) * 2 / 3 };
   };
   let current = await issue();
-  let timer: NodeJS.Timeout | null = null;
   const nodeTls = withNats(ca.certPem);
   return {
     https: current.https,
     nodeTls,
     describe: `install CA ${nodeTls.caFingerprint} (trust ${deps.dataDir}/tls/local-ca.pem; certificate for ${names.join(', ')})`,
+    ...swapCertificates(deps.checkEveryMs ?? 3_600_000, async () => {
+      if (Date.now() < current.renewAt) return null;
+      current = await issue();
+      return current.https;
+    }, {
+      swapped: () => deps.logger.info({ hostnames: names }, 'API certificate renewed (same CA: joined nodes keep working)'),
+      failed: (err) => deps.logger.error({ err }, 'renewing the API certificate failed (the current one keeps serving)'),
+    }),
+  };
+}
+
+/**
+ * The attach/close of ApiTls: every `everyMs`, `next` gives a new certificate (null: keep the
+ * current one), which the listener takes for new handshakes (`setSecureContext`: no restart, no
+ * dropped connection).
+ */
+function swapCertificates(everyMs: number, next: () => Promise<ApiTls['https'] | null>, say: { swapped(): void; failed(err: unknown): void }): Pick<ApiTls, 'attach' | 'close'> {
+  let timer: NodeJS.Timeout | null = null;
+  return {
     attach(server) {
       timer = setInterval(() => {
-        if (Date.now() < current.renewAt) return;
-        issue().then((next) => {
-          current = next;
-          server.setSecureContext(next.https);
-          deps.logger.info({ hostnames: names }, 'API certificate renewed (same CA: joined nodes keep working)');
-        }, (err) => deps.logger.error({ err }, 'renewing the API certificate failed (the current one keeps serving)'));
-      }, deps.checkEveryMs ?? 3_600_000);
+        next().then((https) => {
+          if (!https) return;
+          server.setSecureContext(https);
+          say.swapped();
+        }, say.failed);
+      }, everyMs);
       timer.unref();
       server.once('close', () => clearInterval(timer!));
     },
@@ -149,31 +166,24 @@ async function filesTls(config: ApiTlsConfig, deps: ApiTlsDeps, withNats: (caPem
     return { https: { cert, key }, text: certText + key, caPem };
   };
   let current = await load();
-  let timer: NodeJS.Timeout | null = null;
   const nodeTls = withNats(current.caPem);
   return {
     https: current.https,
     nodeTls,
     describe: `${config.certFile} (CA ${nodeTls.caFingerprint})`,
-    attach(server) {
-      // The operator's renewal tool rewrites the files; a certificate from another CA is refused (nodes would be cut off).
-      timer = setInterval(() => {
-        load().then((next) => {
-          if (next.text === current.text) return;
-          if (certFingerprint(next.caPem) !== nodeTls.caFingerprint) {
-            deps.logger.error({ ca: certFingerprint(next.caPem), pinned: nodeTls.caFingerprint }, 'the new API certificate is from another CA than nodes pinned: restart the server to switch CAs (nodes then join again)');
-            return;
-          }
-          current = next;
-          server.setSecureContext(next.https);
-          deps.logger.info({ file: config.certFile }, 'API certificate reloaded');
-        }, (err) => deps.logger.error({ err }, 'reloading the API certificate failed (the current one keeps serving)'));
-      }, deps.checkEveryMs ?? 60_000);
-      timer.unref();
-      server.once('close', () => clearInterval(timer!));
-    },
-    close() {
-      if (timer) clearInterval(timer);
-    },
+    // The operator's renewal tool rewrites the files; a certificate from another CA is refused (nodes would be cut off).
+    ...swapCertificates(deps.checkEveryMs ?? 60_000, async () => {
+      const next = await load();
+      if (next.text === current.text) return null;
+      if (certFingerprint(next.caPem) !== nodeTls.caFingerprint) {
+        deps.logger.error({ ca: certFingerprint(next.caPem), pinned: nodeTls.caFingerprint }, 'the new API certificate is from another CA than nodes pinned: restart the server to switch CAs (nodes then join again)');
+        return null;
+      }
+      current = next;
+      return next.https;
+    }, {
+      swapped: () => deps.logger.info({ file: config.certFile }, 'API certificate reloaded'),
+      failed: (err) => deps.logger.error({ err }, 'reloading the API certificate failed (the current one keeps serving)'),
+    }),
   };
 }

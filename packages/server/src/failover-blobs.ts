@@ -6,7 +6,7 @@
  */
 import { isApiError, notFound } from '@shellwego/core';
 import type { BlobStore } from '@shellwego/core';
-import { HttpBlobStore } from '@shellwego/store';
+import { HttpBlobStore, fetchedIfFound } from '@shellwego/store';
 import type { TlsPin } from '@shellwego/store';
 
 export class FailoverBlobStore implements BlobStore {
@@ -50,13 +50,7 @@ export class FailoverBlobStore implements BlobStore {
     throw new Error(`no control plane server could give artifact ${digest}: ${failures.join('; ')}`);
   }
 
-  async has(digest: string): Promise<boolean> {
-    try {
-      await this.pathOf(digest);
-      return true;
-    } catch (err) {
-      if (isApiError(err) && err.status === 404) return false;
-      throw err;
-    }
+  has(digest: string): Promise<boolean> {
+    return fetchedIfFound(this, digest);
   }
 }

@@ -207,24 +207,22 @@ export interface SplitCommandOptions {
   natsOperatorSigner?: string;
 }
 
+/** Command-line options that stand for an environment variable (the option wins). */
+const OPTION_ENV: readonly [keyof SplitCommandOptions, string][] = [
+  ['nats', 'SHELLWEGO_NATS_URL'], ['database', 'SHELLWEGO_DATABASE_URL'], ['blobsDir', 'SHELLWEGO_BLOBS_DIR'],
+  ['join', 'SHELLWEGO_JOIN_URL'], ['token', 'SHELLWEGO_JOIN_TOKEN'], ['caFingerprint', 'SHELLWEGO_CA_FINGERPRINT'],
+  ['apiHostname', 'SHELLWEGO_API_HOSTNAMES'], ['advertiseAddress', 'SHELLWEGO_ADVERTISE_ADDRESS'],
+  ['natsCreds', 'SHELLWEGO_NATS_CREDS'], ['natsAccountSeed', 'SHELLWEGO_NATS_ACCOUNT_SEED'],
+  ['natsSystemCreds', 'SHELLWEGO_NATS_SYSTEM_CREDS'], ['natsOperatorSigner', 'SHELLWEGO_NATS_OPERATOR_SIGNER'],
+];
+
 /** The `server` and `node` commands of main.ts: config errors exit 2, startup errors exit 1. */
 export async function runSplit(role: 'server' | 'node', opts: SplitCommandOptions): Promise<void> {
   let config: SplitConfig;
   try {
     config = splitConfigFromEnv({
       ...process.env,
-      ...(opts.nats ? { SHELLWEGO_NATS_URL: opts.nats } : {}),
-      ...(opts.database ? { SHELLWEGO_DATABASE_URL: opts.database } : {}),
-      ...(opts.blobsDir ? { SHELLWEGO_BLOBS_DIR: opts.blobsDir } : {}),
-      ...(opts.join ? { SHELLWEGO_JOIN_URL: opts.join } : {}),
-      ...(opts.token ? { SHELLWEGO_JOIN_TOKEN: opts.token } : {}),
-      ...(opts.caFingerprint ? { SHELLWEGO_CA_FINGERPRINT: opts.caFingerprint } : {}),
-      ...(opts.apiHostname ? { SHELLWEGO_API_HOSTNAMES: opts.apiHostname } : {}),
-      ...(opts.advertiseAddress ? { SHELLWEGO_ADVERTISE_ADDRESS: opts.advertiseAddress } : {}),
-      ...(opts.natsCreds ? { SHELLWEGO_NATS_CREDS: opts.natsCreds } : {}),
-      ...(opts.natsAccountSeed ? { SHELLWEGO_NATS_ACCOUNT_SEED: opts.natsAccountSeed } : {}),
-      ...(opts.natsSystemCreds ? { SHELLWEGO_NATS_SYSTEM_CREDS: opts.natsSystemCreds } : {}),
-      ...(opts.natsOperatorSigner ? { SHELLWEGO_NATS_OPERATOR_SIGNER: opts.natsOperatorSigner } : {}),
+      ...Object.fromEntries(OPTION_ENV.filter(([o]) => opts[o]).map(([o, name]) => [name, opts[o] as string])),
       ...(opts.dataDir ? { [role === 'server' ? 'SHELLWEGO_DATA_DIR' : 'SHELLWEGO_NODE_DATA_DIR']: opts.dataDir } : {}),
     }, {
       ...(opts.isolation ? { isolation: opts.isolation } : {}),

@@ -55,14 +55,8 @@ export class HttpBlobStore implements BlobStore {
   }
 
   /** Whether the control plane has the blob (fetching it into the cache when it does). */
-  async has(digest: string): Promise<boolean> {
-    try {
-      await this.pathOf(digest);
-      return true;
-    } catch (err) {
-      if (isApiError(err) && err.status === 404) return false;
-      throw err;
-    }
+  has(digest: string): Promise<boolean> {
+    return fetchedIfFound(this, digest);
   }
 
   async #download(digest: string): Promise<string> {
@@ -103,5 +97,19 @@ export class HttpBlobStore implements BlobStore {
       await rm(tmp, { force: true });
     }
     return this.#cache.pathOf(digest);
+  }
+}
+
+/**
+ * `has` of a blob store that fetches on read: true once the blob is fetched, false when its
+ * source answers 404, any other failure thrown.
+ */
+export async function fetchedIfFound(blobs: Pick<BlobStore, 'pathOf'>, digest: string): Promise<boolean> {
+  try {
+    await blobs.pathOf(digest);
+    return true;
+  } catch (err) {
+    if (isApiError(err) && err.status === 404) return false;
+    throw err;
   }
 }

@@ -6,7 +6,7 @@ export { openSqliteStore } from './sqlite.ts';
 export { openPostgresStore } from './postgres.ts';
 export type { PostgresStoreOptions } from './postgres.ts';
 export { FileBlobStore, assertDigest } from './blobs.ts';
-export { HttpBlobStore } from './http-blobs.ts';
+export { HttpBlobStore, fetchedIfFound } from './http-blobs.ts';
 export type { HttpBlobStoreOptions } from './http-blobs.ts';
 export { nodeRequest, normalizeFingerprint, pemFingerprint, pinnedTlsError, pinnedTlsOptions, probeCa, readJson } from './node-http.ts';
 export type { TlsPin } from './node-http.ts';

@@ -49,7 +49,8 @@ for (const [i, { dir, concurrency }] of groups.entries()) {
   if (r.status !== 0) status = r.status ?? 1;
   const text = readFileSync(tap, 'utf8');
   passed += Number(/^# pass (\d+)$/m.exec(text)?.[1] ?? 0);
-  failed += Number(/^# fail (\d+)$/m.exec(text)?.[1] ?? 0);
+  // A test cancelled because its suite's hook failed did not pass either.
+  failed += Number(/^# fail (\d+)$/m.exec(text)?.[1] ?? 0) + Number(/^# cancelled (\d+)$/m.exec(text)?.[1] ?? 0);
 }
 rmSync(tmp, { recursive: true, force: true });
 console.log(`\nTotal: ${passed} passed, ${failed} failed`);

@@ -29,20 +29,6 @@ await writeFile(join(dir, 'pebble-ca.pem'), pebbleCa.certPem);
 await writeFile(join(dir, 'cert.pem'), pebbleLeaf.certPem);
 await writeFile(join(dir, 'key.pem'), pebbleLeaf.keyPem, { mode: 0o600 });
 
-const suite = platformSuite({
-  isolation: 'sandbox',
-  env: {
-    SHELLWEGO_TLS: 'acme',
-    SHELLWEGO_ACME_DIRECTORY: `https://localhost:${acmePort}/dir`,
-    SHELLWEGO_ACME_EMAIL: 'ops@example.com',
-    SHELLWEGO_ACME_CA_FILE: join(dir, 'pebble-ca.pem'),
-    // Pebble's HTTP-01 port must be known before it starts: the router listens where we say.
-    SHELLWEGO_HTTP_PORT: String(routerPort),
-    SHELLWEGO_TLS_CHECK_MS: '500',
-    SHELLWEGO_TLS_RETRY_MS: '1000',
-  },
-});
-
 const procs: ChildProcess[] = [];
 let pebbleOutput = '';
 
@@ -64,6 +50,40 @@ function getText(url: string, ca: string): Promise<string> {
   });
 }
 
+// Pebble and its DNS start before the platform does: the ports reserved for them are bound before
+// the platform's own listeners could be given one of them.
+try {
+  await writeFile(join(dir, 'pebble.json'), JSON.stringify({
+    pebble: {
+      listenAddress: `127.0.0.1:${acmePort}`, managementListenAddress: `127.0.0.1:${mgmtPort}`,
+      certificate: join(dir, 'cert.pem'), privateKey: join(dir, 'key.pem'),
+      httpPort: routerPort, tlsPort: tlsAlpnPort, ocspResponderURL: '', externalAccountBindingRequired: false,
+    },
+  }));
+  startProc('pebble-challtestsrv', ['-dns01', `127.0.0.1:${dnsPort}`, '-http01', '', '-https01', '', '-tlsalpn01', '', '-management', `127.0.0.1:${ctsMgmtPort}`, '-defaultIPv4', '127.0.0.1', '-defaultIPv6', '']);
+  // No random sleeps, no nonce rejections, no authorization reuse: every order is validated for real.
+  startProc('pebble', ['-config', join(dir, 'pebble.json'), '-dnsserver', `127.0.0.1:${dnsPort}`], { PEBBLE_VA_NOSLEEP: '1', PEBBLE_WFE_NONCEREJECT: '0', PEBBLE_AUTHZREUSE: '0' });
+  await waitFor(`pebble directory\n${pebbleOutput}`, async () => (await getText(`https://localhost:${acmePort}/dir`, caPem)).includes('newOrder'), 20_000);
+  await waitFor('challtestsrv', async () => (await fetch(`http://127.0.0.1:${ctsMgmtPort}/clear-a`, { method: 'POST', body: JSON.stringify({ host: 'nothing.example.' }) })).ok, 20_000);
+} catch (err) {
+  for (const p of procs) p.kill('SIGTERM');
+  throw new Error(`${(err as Error).message}\n--- pebble ---\n${pebbleOutput.slice(-3000)}`);
+}
+
+const suite = platformSuite({
+  isolation: 'sandbox',
+  env: {
+    SHELLWEGO_TLS: 'acme',
+    SHELLWEGO_ACME_DIRECTORY: `https://localhost:${acmePort}/dir`,
+    SHELLWEGO_ACME_EMAIL: 'ops@example.com',
+    SHELLWEGO_ACME_CA_FILE: join(dir, 'pebble-ca.pem'),
+    // Pebble's HTTP-01 port must be known before it starts: the router listens where we say.
+    SHELLWEGO_HTTP_PORT: String(routerPort),
+    SHELLWEGO_TLS_CHECK_MS: '500',
+    SHELLWEGO_TLS_RETRY_MS: '1000',
+  },
+});
+
 async function api(method: string, path: string, body?: unknown) {
   const r = await fetch(`${suite.p.apiUrl}${path}`, {
     method, headers: { authorization: `Bearer ${suite.token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
@@ -76,19 +96,6 @@ const APP = `acme-${uniq}`;
 
 describe('ACME HTTP-01 against Pebble', () => {
   before(async () => {
-    await writeFile(join(dir, 'pebble.json'), JSON.stringify({
-      pebble: {
-        listenAddress: `127.0.0.1:${acmePort}`, managementListenAddress: `127.0.0.1:${mgmtPort}`,
-        certificate: join(dir, 'cert.pem'), privateKey: join(dir, 'key.pem'),
-        httpPort: routerPort, tlsPort: tlsAlpnPort, ocspResponderURL: '', externalAccountBindingRequired: false,
-      },
-    }));
-    startProc('pebble-challtestsrv', ['-dns01', `127.0.0.1:${dnsPort}`, '-http01', '', '-https01', '', '-tlsalpn01', '', '-management', `127.0.0.1:${ctsMgmtPort}`, '-defaultIPv4', '127.0.0.1', '-defaultIPv6', '']);
-    // No random sleeps, no nonce rejections, no authorization reuse: every order is validated for real.
-    startProc('pebble', ['-config', join(dir, 'pebble.json'), '-dnsserver', `127.0.0.1:${dnsPort}`], { PEBBLE_VA_NOSLEEP: '1', PEBBLE_WFE_NONCEREJECT: '0', PEBBLE_AUTHZREUSE: '0' });
-    await waitFor(`pebble directory\n${pebbleOutput}`, async () => (await getText(`https://localhost:${acmePort}/dir`, caPem)).includes('newOrder'), 20_000);
-    await waitFor('challtestsrv', async () => (await fetch(`http://127.0.0.1:${ctsMgmtPort}/clear-a`, { method: 'POST', body: JSON.stringify({ host: 'nothing.example.' }) })).ok, 20_000);
-
     assert.equal((await api('POST', '/v1/apps', { name: APP })).status, 201);
     const up = await fetch(`${suite.p.apiUrl}/v1/apps/${APP}/builds`, {
       method: 'POST', headers: { authorization: `Bearer ${suite.token}`, 'content-type': 'application/gzip' }, body: echoAppTarball('acme-app') as unknown as BodyInit,

@@ -20,15 +20,25 @@ export async function until(what: string, fn: () => boolean | Promise<boolean>, 
   throw new Error(`timed out waiting for ${what}`);
 }
 
+// Ports handed out by this process: a later listen(0) may be given a port freed a moment ago, and
+// a test that reserved it for a server it has yet to start would then find it taken by itself.
+const handedOut = new Set<number>();
+
 export async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
+  for (;;) {
+    const port = await new Promise<number>((res, rej) => {
+      const s = createServer();
+      s.once('error', rej);
+      s.listen(0, '127.0.0.1', () => {
+        const p = (s.address() as { port: number }).port;
+        s.close(() => res(p));
+      });
     });
-  });
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
 }
 
 export class NatsServerProcess {

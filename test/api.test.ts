@@ -6,7 +6,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { routes } from '@shellwego/core';
+import { PAGE_MAX, routes } from '@shellwego/core';
+import { createClient } from '@shellwego/sdk';
 import { TestPlatform, ADMIN_EMAIL } from './helpers/platform.ts';
 import { makeTarGz } from './helpers/tarball.ts';
 
@@ -29,7 +30,7 @@ async function api(method: string, path: string, opts: { token?: string | null; 
   const text = await r.text();
   let json: any = null;
   try { json = JSON.parse(text); } catch {}
-  return { status: r.status, json, text };
+  return { status: r.status, json, text, headers: r.headers };
 }
 
 function assertError(r: { status: number; json: any }, status: number, code: string) {
@@ -220,6 +221,53 @@ describe('bad input gets a clear error and changes nothing', () => {
 
   test('unknown routes are JSON 404s', async () => {
     assertError(await api('GET', '/v1/nope'), 404, 'not_found');
+  });
+});
+
+describe('paged lists', () => {
+  test('GET /v1/apps pages by name with Link rel="next" until the last page; the SDK joins the pages', async () => {
+    for (const n of ['pg-e', 'pg-a', 'pg-d', 'pg-c', 'pg-b']) assert.equal((await api('POST', '/v1/apps', { body: { name: n } })).status, 201);
+    const all = (await api('GET', `/v1/apps?limit=${PAGE_MAX}`)).json.map((a: { name: string }) => a.name) as string[];
+    assert.ok(all.length >= 5);
+    assert.deepEqual(all, [...all].sort((x, y) => (Buffer.from(x) < Buffer.from(y) ? -1 : 1)), 'by name, in byte order');
+
+    // Follow the links by hand, as a curl user would: each page is at most 2, the last has no link.
+    const seen: string[] = [];
+    let url: string | null = `${p.apiUrl}/v1/apps?limit=2`;
+    let pages = 0;
+    while (url) {
+      const r: Response = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
+      assert.equal(r.status, 200);
+      const page = (await r.json()) as { name: string }[];
+      assert.ok(page.length <= 2 && page.length > 0);
+      seen.push(...page.map((a) => a.name));
+      const link = r.headers.get('link');
+      url = link ? new URL(/^<([^>]*)>; rel="next"$/.exec(link)![1]!, url).href : null;
+      pages++;
+    }
+    assert.deepEqual(seen, all);
+    assert.equal(pages, Math.ceil(all.length / 2));
+
+    // `after` is a name: the page starts after it, whether or not that name exists.
+    assert.deepEqual((await api('GET', '/v1/apps?after=pg-b&limit=2')).json.map((a: { name: string }) => a.name), ['pg-c', 'pg-d']);
+    assert.deepEqual((await api('GET', '/v1/apps?after=pg-bb&limit=2')).json.map((a: { name: string }) => a.name), ['pg-c', 'pg-d']);
+
+    const client = createClient({ baseUrl: p.apiUrl, token });
+    assert.deepEqual((await client.list('listApps', { query: { limit: 3 } })).map((a) => a.name), all);
+  });
+
+  test('a bad page size or cursor is a 400 that says which', async () => {
+    for (const q of ['limit=0', `limit=${PAGE_MAX + 1}`, 'limit=two', 'after=', 'page=2']) {
+      const r = await api('GET', `/v1/apps?${q}`);
+      assertError(r, 400, 'validation_failed');
+      assert.match(r.json.error.message, /limit|after|page/);
+    }
+  });
+
+  test('the OpenAPI document names the Link header of paged lists', async () => {
+    const doc = (await api('GET', '/v1/openapi.json', { token: null })).json;
+    assert.ok(doc.paths['/v1/apps'].get.responses['200'].headers.Link);
+    assert.deepEqual(doc.paths['/v1/apps'].get.parameters.map((x: { name: string }) => x.name).sort(), ['after', 'limit']);
   });
 });
 

@@ -297,7 +297,17 @@ export interface RouteDef {
   /** Server-sent events: `response` describes each event's data. */
   stream?: 'sse';
   status?: number;
+  /**
+   * A keyset-paged list (`query` has `limit` and `after`): while more items follow, the answer
+   * carries `Link: <…>; rel="next"`, the URL of the next page (RFC 8288, as GitHub does).
+   */
+  paged?: true;
 }
+
+/** Page size of paged lists when the request names none, and the most one page holds. */
+export const PAGE_DEFAULT = 200;
+export const PAGE_MAX = 1000;
+const pageLimit = z.coerce.number().int().min(1).max(PAGE_MAX).default(PAGE_DEFAULT);
 
 const route = <const T extends RouteDef>(def: T): T => def;
 
@@ -373,8 +383,10 @@ export const routes = {
   }),
 
   listApps: route({
-    method: 'GET', path: '/v1/apps', summary: 'Apps of the organization', auth: 'token', scope: 'apps:read', role: 'viewer',
-    response: z.array(App),
+    method: 'GET', path: '/v1/apps', summary: 'Apps of the organization, by name, a page at a time', auth: 'token', scope: 'apps:read', role: 'viewer',
+    // `after`: the last name of the previous page (the next page starts after it).
+    query: strict({ limit: pageLimit, after: z.string().min(1).max(100).optional() }),
+    response: z.array(App), paged: true,
   }),
   createApp: route({
     method: 'POST', path: '/v1/apps', summary: 'Create an app', auth: 'token', scope: 'apps:write', role: 'developer',

@@ -44,7 +44,11 @@ export function buildOpenApi(version: string): Record<string, unknown> {
       responses: {
         [okStatus]: def.stream === 'sse'
           ? { description: 'event stream', content: { 'text/event-stream': { schema: jsonSchema(def.response, 'output') } } }
-          : { description: 'success', content: { 'application/json': { schema: jsonSchema(def.response, 'output') } } },
+          : {
+            description: 'success',
+            content: { 'application/json': { schema: jsonSchema(def.response, 'output') } },
+            ...(def.paged ? { headers: { Link: { description: 'while more items follow: `<URL of the next page>; rel="next"`', schema: { type: 'string' } } } } : {}),
+          },
         default: { description: 'error', content: { 'application/json': { schema: ErrorSchema } } },
       },
     };

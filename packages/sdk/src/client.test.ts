@@ -9,7 +9,7 @@ import { createServer } from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { once } from 'node:events';
-import { createClient, encodeQuery } from './client.ts';
+import { createClient, encodeQuery, nextLink } from './client.ts';
 import { ShellWeGoApiError, ShellWeGoNetworkError } from './errors.ts';
 
 interface Seen {
@@ -327,4 +327,38 @@ test('request types come from the route table', () => {
     void typed;
   };
   assert.equal(typeof never, 'function');
+});
+
+test('list: follows rel="next" links (relative, under a path prefix) and joins the pages', async () => {
+  handler = (req, res) => {
+    const u = new URL(req.url!, 'http://x');
+    const after = u.searchParams.get('after');
+    const page = after === null ? ['a', 'b'] : after === 'b' ? ['c', 'd'] : ['e'];
+    if (page[page.length - 1] !== 'e') res.setHeader('link', `<apps?limit=2&after=${page[page.length - 1]}>; rel="next"`);
+    json(res, 200, page.map((name) => ({ name })));
+  };
+  const c = createClient({ baseUrl: `${baseUrl}/prefix`, token: 't' });
+  const items = await c.list('listApps', { query: { limit: 2 } });
+  assert.deepEqual(items.map((a) => a.name), ['a', 'b', 'c', 'd', 'e']);
+  assert.deepEqual(seen.slice(-3).map((s) => s.url), ['/prefix/v1/apps?limit=2', '/prefix/v1/apps?limit=2&after=b', '/prefix/v1/apps?limit=2&after=d']);
+  assert.ok(seen.slice(-3).every((s) => s.headers.authorization === 'Bearer t'));
+});
+
+test('list: a next link that points back at a page already read is an error, not a loop', async () => {
+  handler = (_req, res) => {
+    res.setHeader('link', '<apps?limit=2>; rel="next"');
+    json(res, 200, [{ name: 'a' }]);
+  };
+  const c = createClient({ baseUrl, token: 't' });
+  await assert.rejects(c.list('listApps', { query: { limit: 2 } }), (err: unknown) => err instanceof ShellWeGoApiError && /repeats/.test(err.message));
+  await assert.rejects(c.list('getApp' as never, { params: { app: 'x' } } as never), TypeError);
+});
+
+test('nextLink reads rel="next" among other links and parameters', () => {
+  assert.equal(nextLink(null), null);
+  assert.equal(nextLink('<a?x=1>; rel="next"'), 'a?x=1');
+  assert.equal(nextLink('<p1>; rel="prev", <p3>; rel="next"'), 'p3');
+  assert.equal(nextLink('<p3>; title="x"; rel="last next"'), 'p3');
+  assert.equal(nextLink('<p1>; rel="prev"'), null);
+  assert.equal(nextLink('<p1>; rel="nextish"'), null);
 });

@@ -18,6 +18,8 @@ export type CallRouteName = {
 }[RouteName];
 /** Routes whose request body is a raw upload (source tarballs). */
 export type UploadRouteName = { [N in RouteName]: Routes[N] extends { upload: object } ? N : never }[RouteName];
+/** Lists answered a page at a time (`Link: <…>; rel="next"` while more follow). */
+export type PagedRouteName = { [N in RouteName]: Routes[N] extends { paged: true } ? N : never }[RouteName];
 /** Routes answered with a server-sent-events stream. */
 export type StreamRouteName = { [N in RouteName]: Routes[N] extends { stream: 'sse' } ? N : never }[RouteName];
 
@@ -66,6 +68,11 @@ export interface ShellWeGoClient {
   readonly token: string | undefined;
   /** One JSON request/response round trip. */
   call<N extends CallRouteName>(name: N, ...options: OptionalWhenEmpty<CallOptions<N>>): Promise<RouteResponse<N>>;
+  /**
+   * Every item of a paged list: follows the `next` links from the first page (`query.limit` is
+   * the page size) and returns the pages joined, in order.
+   */
+  list<N extends PagedRouteName>(name: N, ...options: OptionalWhenEmpty<CallOptions<N>>): Promise<RouteResponse<N>>;
   /** Streams `body` as the raw request body (chunked unless the size is known). */
   upload<N extends UploadRouteName>(name: N, request: UploadRequest<N>, body: AsyncIterable<Uint8Array | string> | Uint8Array, options?: UploadOptions): Promise<RouteResponse<N>>;
   /**
@@ -151,6 +158,27 @@ export function createClient(options: ClientOptions): ShellWeGoClient {
       }
       const res = await send(name, def, urlFor(def, req), init);
       return readJson(res, name) as never;
+    },
+
+    async list(name: string, ...args: unknown[]) {
+      const req = (args[0] ?? {}) as AnyRequest;
+      const def = route(name);
+      if (!def.paged) throw new TypeError(`${name} is not a paged list: use client.call()`);
+      const items: unknown[] = [];
+      const seen = new Set<string>();
+      let url: string | null = urlFor(def, req);
+      while (url !== null) {
+        // A server that points back at a page already read would make this loop forever.
+        if (seen.has(url)) throw new ShellWeGoApiError(200, 'invalid_response', `the API's next link for ${name} repeats ${url}`, null, name);
+        seen.add(url);
+        const res = await send(name, def, url, { headers: headers({ accept: 'application/json' }), signal: req.signal });
+        const page = await readJson(res, name);
+        if (!Array.isArray(page)) throw new ShellWeGoApiError(res.status, 'invalid_response', `the API answered ${name} with something that is not a list`, null, name);
+        items.push(...(page as unknown[]));
+        const next = nextLink(res.headers.get('link'));
+        url = next === null ? null : new URL(next, url).href;
+      }
+      return items as never;
     },
 
     async upload(name: string, request: unknown, body: AsyncIterable<Uint8Array | string> | Uint8Array, opts: UploadOptions = {}) {
@@ -294,4 +322,14 @@ async function errorFrom(res: Response, name: string): Promise<ShellWeGoApiError
 function snippet(text: string): string {
   const one = text.replace(/\s+/g, ' ').trim();
   return one.length > 200 ? `${one.slice(0, 200)}…` : one;
+}
+
+/** The target of `rel="next"` in a Link header (RFC 8288), or null. */
+export function nextLink(header: string | null): string | null {
+  if (!header) return null;
+  for (const part of header.split(/,(?=\s*<)/)) {
+    const m = /^\s*<([^>]*)>(.*)$/.exec(part);
+    if (m && /;\s*rel\s*=\s*"?(?:[^";]*\s)?next(?:\s[^";]*)?"?\s*(?:;|$)/i.test(m[2]!)) return m[1]!;
+  }
+  return null;
 }

@@ -1,7 +1,8 @@
-export { createClient, encodeQuery, SDK_VERSION } from './client.ts';
+export { createClient, encodeQuery, nextLink, SDK_VERSION } from './client.ts';
 export type {
   CallOptions,
   CallRouteName,
+  PagedRouteName,
   ClientOptions,
   ShellWeGoClient,
   StreamOptions,

@@ -456,8 +456,11 @@ class Apps implements AppsRepo {
     return r !== undefined;
   }
 
-  async list(organizationId: string): Promise<AppRow[]> {
-    const rows = await this.c.q().selectFrom('apps').selectAll().where('organization_id', '=', organizationId).orderBy('name').execute();
+  async list(organizationId: string, page: { after?: string; limit?: number } = {}): Promise<AppRow[]> {
+    let q = this.c.q().selectFrom('apps').selectAll().where('organization_id', '=', organizationId);
+    if (page.after !== undefined) q = q.where('name', '>', page.after);
+    if (page.limit !== undefined) q = q.limit(page.limit);
+    const rows = await q.orderBy('name').execute();
     return rows.map(toApp);
   }
 

@@ -206,6 +206,11 @@ export function storeSuite(name: string, open: () => Promise<Store>): void {
       assert.deepEqual(Object.keys(await store.config.get(a.org.id, a.app.id)), ['AC', 'A_B', 'B', 'a']);
       for (const name of ['b-x', 'bx', 'b-a', 'ba']) await store.apps.create({ id: newId('app'), organizationId: a.org.id, name, plan: 'free' });
       assert.deepEqual((await store.apps.list(a.org.id)).map((x) => x.name), ['acme-app', 'b-a', 'b-x', 'ba', 'bx']);
+      // Pages follow the same order: after a name (present or not), at most `limit`.
+      assert.deepEqual((await store.apps.list(a.org.id, { limit: 2 })).map((x) => x.name), ['acme-app', 'b-a']);
+      assert.deepEqual((await store.apps.list(a.org.id, { after: 'b-a', limit: 2 })).map((x) => x.name), ['b-x', 'ba']);
+      assert.deepEqual((await store.apps.list(a.org.id, { after: 'b-y', limit: 2 })).map((x) => x.name), ['ba', 'bx']);
+      assert.deepEqual((await store.apps.list(a.org.id, { after: 'bx' })).map((x) => x.name), []);
     });
 
     it('formation: upsert creates with defaults and patches only the given fields', async () => {

@@ -101,7 +101,8 @@ export interface AppsRepo {
   get(organizationId: string, nameOrId: string): Promise<AppRow | undefined>;
   /** Global lookup by name: names are unique platform-wide because they are hostnames. */
   nameTaken(name: string): Promise<boolean>;
-  list(organizationId: string): Promise<AppRow[]>;
+  /** By name (byte order); `after` a name and at most `limit` of them when given: a page. */
+  list(organizationId: string, page?: { after?: string; limit?: number }): Promise<AppRow[]>;
   /** Every app of every organization: controllers only (routes, reconciler). */
   listAll(): Promise<AppRow[]>;
   update(organizationId: string, id: string, patch: Partial<Pick<AppRow, 'plan' | 'currentReleaseId' | 'restartGeneration'>>): Promise<AppRow | undefined>;

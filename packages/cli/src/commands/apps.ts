@@ -29,7 +29,7 @@ export function registerApps(program: Command, ctx: Ctx): void {
   });
 
   withJson(apps.command('list').description('apps of your organization')).action(async (opts: JsonOpts) => {
-    const list = await (await ctx.client()).call('listApps');
+    const list = await (await ctx.client()).list('listApps');
     if (opts.json) return ctx.json(list);
     if (list.length === 0) return ctx.err('No apps yet. Create one with `shellwego apps create NAME`.');
     const now = ctx.now();

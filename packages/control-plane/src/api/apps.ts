@@ -8,6 +8,7 @@ import { createRelease, readConfig, toRelease } from '../releases.ts';
 import { startSourceBuild } from '../source-builds.ts';
 import { replaceRequested } from '../controllers/plan.ts';
 import { toApp, toBuild, toFormation, toInstance } from './convert.ts';
+import { setNextPage } from './paging.ts';
 
 export async function findApp(cp: ControlPlaneContext, organizationId: string, nameOrId: string): Promise<AppRow> {
   const app = await cp.store.apps.get(organizationId, nameOrId);
@@ -25,8 +26,13 @@ function checkPlan(plan: string): void {
 }
 
 export const appHandlers = {
-  async listApps({ auth, cp }) {
-    const apps = await cp.store.apps.list(auth.organization.id);
+  async listApps({ auth, query, req, reply, cp }) {
+    // One more than asked tells whether a next page exists without counting the table.
+    const apps = await cp.store.apps.list(auth.organization.id, { after: query.after, limit: query.limit + 1 });
+    if (apps.length > query.limit) {
+      apps.length = query.limit;
+      setNextPage(req, reply, { ...query, after: apps[apps.length - 1]!.name });
+    }
     // One bulk read of the current releases' versions, not one query per app.
     const ids = apps.flatMap((a) => (a.currentReleaseId ? [a.currentReleaseId] : []));
     const versions = await cp.store.releases.versionsByIds(auth.organization.id, ids);

@@ -11,7 +11,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { connect } from 'nats';
 import { subjects } from '@shellwego/core';
 import { credsConnection } from '../packages/bus/src/nats-auth.ts';
@@ -127,6 +128,37 @@ describe('several hosts (network namespaces)', () => {
     }
     await ok(['nodes', 'uncordon', id]);
     assert.equal(await nodeState(id), 'ready');
+  });
+
+  test('a volume lives on one node: its web instances go there and stay through a drain; destroyed, its directory goes from that node', async () => {
+    await ok(['apps', 'create', 'vols']);
+    await ok(['volumes', 'create', 'data', '--process', 'web', '--mount', '/data', '--app', 'vols']);
+    await ok(['deploy', await appDir(whoamiApp), '--app', 'vols']);
+    await ok(['scale', 'web=2', '--app', 'vols']);
+    const vps = async () => await json<any[]>(['ps', '--app', 'vols']);
+    const web = await waitFor('2 web instances of vols running', async () => { const r = (await vps()).filter((i) => i.type === 'web' && i.state === 'running'); return r.length === 2 && r; }, 120_000, 300);
+    const vol = await json<any>(['volumes', 'info', 'data', '--app', 'vols']);
+    assert.ok(vol.nodeId, 'pinned');
+    assert.deepEqual(web.map((i: any) => i.nodeId), [vol.nodeId, vol.nodeId], 'both on the volume node, not spread');
+    const home = nodeOf(vol.nodeId);
+    const dir = join(home.dataDir, 'agent', 'volumes', vol.id);
+    assert.equal((await stat(dir)).isDirectory(), true);
+    for (const n of c().nodes.filter((x) => x !== home)) assert.equal(await stat(join(n.dataDir, 'agent', 'volumes', vol.id)).then(() => true, () => false), false);
+    // Drain its node: they cannot move, so they keep running there and say why.
+    await ok(['nodes', 'drain', vol.nodeId]);
+    await waitFor('the web instances explain why they stay', async () => {
+      const list = (await vps()).filter((i) => i.desired === 'running' && i.type === 'web');
+      return list.length === 2 && list.every((i) => i.nodeId === vol.nodeId && /^kept on .*\(node is draining\): volume "data" lives there, so it cannot move$/.test(i.placement));
+    }, 60_000, 300);
+    assert.deepEqual((await vps()).filter((i) => i.type === 'web' && i.state === 'running').map((i) => i.id).sort(), web.map((i: any) => i.id).sort(), 'nothing was stopped');
+    assert.match((await ok(['ps', '--app', 'vols', '--explain'])).stdout, /volume "data" lives there, so it cannot move/);
+    await ok(['nodes', 'uncordon', vol.nodeId]);
+    // Destroyed (once detached): the command reaches that node over its own NATS user, and the directory goes.
+    await ok(['scale', 'web=0', '--app', 'vols']);
+    await waitFor('no web instance of vols left', async () => (await vps()).length === 0, 60_000, 300);
+    await ok(['volumes', 'destroy', 'data', '--confirm', 'data', '--app', 'vols']);
+    await waitFor('the volume directory is gone from its node', async () => !(await stat(dir).then(() => true, () => false)), 60_000, 300);
+    await ok(['apps', 'delete', 'vols', '--confirm', 'vols']);
   });
 
   test('a partitioned node: its instances are replaced elsewhere; healed, it stops them, so the singleton worker never stays twice', async () => {

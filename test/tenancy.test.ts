@@ -16,6 +16,7 @@ let tokenB: string;
 let buildId: string;
 let hookId: string;
 let deploymentId: string;
+let volumeId: string;
 
 /** A body that passes validation for each route, so the only reason to fail is tenancy. */
 const validBodies: Partial<Record<keyof typeof routes, unknown>> = {
@@ -30,6 +31,7 @@ const validBodies: Partial<Record<keyof typeof routes, unknown>> = {
   updateDomain: { redirectHttps: true },
   setHealthcheck: { healthcheck: null },
   updateDeploySettings: { strategy: 'canary' },
+  createVolume: { name: 'snoop', processType: 'web', mountPath: '/snoop' },
 };
 
 before(async () => {
@@ -49,6 +51,7 @@ before(async () => {
     if (!deploymentId) await new Promise((r) => setTimeout(r, 200));
   }
   assert.ok(deploymentId, 'organization A has a deployment');
+  volumeId = (await a.call('createVolume', { params: { app: 'secret-app' }, body: { name: 'data', processType: 'worker', mountPath: '/data' } })).id;
   hookId = (await a.call('createWebhook', { params: { app: 'secret-app' }, body: { provider: 'github', repository: 'https://git.example.com/a.git' } })).id;
 
   // Organization B: its own owner, created through the API like any tenant.
@@ -75,7 +78,7 @@ test('the route table has app-scoped routes to check', () => {
 for (const [name, def] of appRoutes) {
   test(`${def.method} ${def.path} → 404 for another organization (${name})`, async () => {
     for (const app of ['secret-app', await appId()]) {
-      const path = fillPath(def.path, { app, build: buildId, hook: hookId, domain: 'snoop.example.com', type: 'web', deployment: deploymentId });
+      const path = fillPath(def.path, { app, build: buildId, hook: hookId, domain: 'snoop.example.com', type: 'web', deployment: deploymentId, volume: volumeId });
       const headers: Record<string, string> = { authorization: `Bearer ${tokenB}` };
       let body: string | Buffer | undefined;
       if (def.upload) {
@@ -103,6 +106,7 @@ test("organization A's app is untouched and invisible to B", async () => {
   const a = await p.client(tokenA);
   const b = await p.client(tokenB);
   assert.deepEqual(await b.call('listApps', {}), []);
+  assert.deepEqual((await a.call('listVolumes', { params: { app: 'secret-app' } })).map((v) => [v.id, v.name]), [[volumeId, 'data']]);
   assert.deepEqual(await a.call('getConfig', { params: { app: 'secret-app' } }), { API_KEY: 'a-secret' });
   const app = await a.call('getApp', { params: { app: 'secret-app' } });
   assert.equal(app.plan, 'standard');

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { pino } from 'pino';
 import type { Logger } from 'pino';
 import { subjects } from '@shellwego/core';
-import type { AppLogMessage, AssignmentsMessage, BlobStore, HeartbeatMessage, InstanceSpec, InstanceStatusMessage } from '@shellwego/core';
+import type { AppLogMessage, AssignmentsMessage, BlobStore, HeartbeatMessage, InstanceSpec, InstanceStatusMessage, VolumeDeleteMessage } from '@shellwego/core';
 import type { Bus, Subscription } from '@shellwego/bus';
 import type { SandboxRuntime } from '@shellwego/sandbox';
 import { ArtifactCache } from './artifacts.ts';
@@ -23,6 +23,7 @@ import { reconcile } from './reconcile.ts';
 import type { Action } from './reconcile.ts';
 import { instancePaths, readRecord } from './record.ts';
 import { UNOPENED_ENV_STORE, openEnvStore } from './secrets.ts';
+import { VolumeDirs } from './volumes.ts';
 
 export interface AgentOptions {
   nodeId: string;
@@ -93,6 +94,8 @@ class NodeAgent implements Agent {
   private portLock: Promise<unknown> = Promise.resolve();
   private generation = -Infinity;
   private sub: Subscription | null = null;
+  private volumeSub: Subscription | null = null;
+  private readonly volumes: VolumeDirs;
   private timers: NodeJS.Timeout[] = [];
   private chain: Promise<void> = Promise.resolve();
   private queued = false;
@@ -104,7 +107,9 @@ class NodeAgent implements Agent {
     this.logger = opts.logger ?? pino({ name: 'shellwego-agent' });
     this.instancesDir = path.join(opts.dataDir, 'instances');
     this.artifacts = new ArtifactCache(path.join(opts.dataDir, 'artifacts'), opts.blobs);
+    this.volumes = new VolumeDirs(path.join(opts.dataDir, 'volumes'), this.logger);
     this.ctx = {
+      volumes: this.volumes,
       nodeId: opts.nodeId,
       runtime: opts.runtime,
       artifacts: this.artifacts,
@@ -133,10 +138,13 @@ class NodeAgent implements Agent {
     await this.prepareDirs();
     this.ctx.envs = await openEnvStore({ dataDir: this.opts.dataDir, secretsDir: this.opts.secretsDir, logger: this.logger });
     await this.artifacts.init();
+    await this.volumes.init();
     await this.restoreInstances();
     await this.dropOrphanEnvs();
     await this.oneoffs.start();
     this.sub = this.opts.bus.subscribe<AssignmentsMessage>(subjects.assignments(this.opts.nodeId), (m) => this.onAssignments(m));
+    // Serialised with reconcile passes, so a directory is never removed while a start is mounting it.
+    this.volumeSub = this.opts.bus.subscribe<VolumeDeleteMessage>(subjects.volumeDelete(this.opts.nodeId), (m) => this.onVolumeDelete(m));
     this.state = 'started';
     this.heartbeat();
     this.reportAll();
@@ -158,6 +166,8 @@ class NodeAgent implements Agent {
     this.timers = [];
     this.sub?.unsubscribe();
     this.sub = null;
+    this.volumeSub?.unsubscribe();
+    this.volumeSub = null;
     await this.oneoffs.stop();
     await this.chain;
     const runners = [...this.runners.values()];
@@ -249,6 +259,25 @@ class NodeAgent implements Agent {
     this.generation = m.generation;
     this.desired = m.instances;
     await this.scheduleReconcile();
+  }
+
+  /**
+   * A destroyed volume's directory goes. The API refuses to destroy a volume its process type
+   * still runs with; an instance here that still mounts it (a stale view) keeps it instead.
+   */
+  private async onVolumeDelete(m: VolumeDeleteMessage): Promise<void> {
+    if (!m || m.nodeId !== this.opts.nodeId) {
+      this.logger.warn({ nodeId: m?.nodeId }, 'volume delete command for another node ignored');
+      return;
+    }
+    const run = this.chain.then(async () => {
+      const users = [...this.runners.values()].filter((r) => r.phase !== 'stopped' && r.spec.volumes?.some((v) => v.id === m.volumeId));
+      if (users.length > 0) throw new Error(`volume ${m.name} is still mounted by ${users.map((r) => r.instanceId).join(', ')}: not removed now`);
+      await this.volumes.remove(m);
+    });
+    this.chain = run.catch(() => undefined);
+    // A failure goes back to the bus: a durable subject delivers the command again later.
+    await run;
   }
 
   /** Serialised passes; requests during a pass collapse into one more pass. */

@@ -3,6 +3,7 @@
  * the sandbox id of an instance, and the checks that keep assignment fields safe to use in paths.
  */
 import { createHash } from 'node:crypto';
+import { mountPathProblem } from '@shellwego/core';
 import type { InstanceSpec } from '@shellwego/core';
 
 export const APP_UID_BASE = 100_000;
@@ -31,6 +32,7 @@ export function sandboxIdFor(instanceId: string): string {
 
 const INSTANCE_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
 const DIGEST_RE = /^[A-Za-z0-9_-]{1,128}$/;
+const VOLUME_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
 const PROCESS_TYPE_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
 
 /** Why an assigned spec cannot be run (it is used in paths and argv), or null when it is fine. */
@@ -47,6 +49,14 @@ export function specProblem(s: InstanceSpec): string | null {
   const l = s.limits;
   if (!l || !(l.memoryMb > 0) || !(l.cpus > 0) || !(l.pids > 0)) return 'invalid limits';
   if (!s.env || typeof s.env !== 'object') return 'invalid env';
+  if (s.volumes !== undefined) {
+    if (!Array.isArray(s.volumes)) return 'invalid volumes';
+    for (const v of s.volumes) {
+      if (!v || !VOLUME_ID_RE.test(String(v.id))) return `invalid volume id ${JSON.stringify(v?.id)}`;
+      const problem = typeof v.path === 'string' ? mountPathProblem(v.path) : 'not a string';
+      if (problem) return `invalid volume mount path ${JSON.stringify(v.path)}: ${problem}`;
+    }
+  }
   for (const [k, v] of Object.entries(s.env)) {
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k) || typeof v !== 'string' || v.includes('\0')) return `invalid environment variable ${JSON.stringify(k)}`;
   }

@@ -63,13 +63,21 @@ export async function withImage(base: SandboxSpec, appDir: string, spec: Instanc
   const existed = await fsp.lstat(path.join(rootfs, ...wdComps)).then(() => true, () => false);
   const wd = await resolveDirInRoot(rootfs, wdComps, true);
   if (!existed && owner) await fsp.lchown(wd, owner.uid, owner.gid);
+  // Volumes stay mounted at their paths inside the image's root; their mount points are made there like the workdir.
+  const volumes = base.mounts.filter((m) => m.target !== '/app');
+  for (const m of volumes) {
+    const comps = m.target.split('/').filter(Boolean);
+    const had = await fsp.lstat(path.join(rootfs, ...comps)).then(() => true, () => false);
+    const dir = await resolveDirInRoot(rootfs, comps, true);
+    if (!had && owner) await fsp.lchown(dir, owner.uid, owner.gid);
+  }
   const { HOME: _home, ...platformEnv } = base.env;
   return {
     ...base,
     argv: imageArgv(spec.command),
     env: { ...run.env, ...platformEnv, PORT: base.env.PORT, DYNO: base.env.DYNO },
     cwd: run.workdir || '/',
-    mounts: [],
+    mounts: volumes,
     rootfs: { source: rootfs, readonly: false },
     insideUid: run.uid,
     insideGid: run.gid,

@@ -20,6 +20,7 @@ import type { ActualPhase } from './reconcile.ts';
 import { writeRecord } from './record.ts';
 import type { InstancePaths, InstanceRecord } from './record.ts';
 import type { EnvStore } from './secrets.ts';
+import type { VolumeDirs } from './volumes.ts';
 
 export interface BackoffOptions {
   initialMs: number;
@@ -47,6 +48,8 @@ export interface RunnerContext {
   /** The runner stopped its instance and removed its directory. */
   onGone: (runner: InstanceRunner) => void;
   logMaxBytes: number;
+  /** Volume directories of this node (`<dataDir>/volumes`). */
+  volumes: VolumeDirs;
 }
 
 type Command = 'run' | 'stop' | 'detach';
@@ -409,8 +412,11 @@ export class InstanceRunner {
     const artifact = await this.ctx.artifacts.ensure(spec.artifactDigest);
     await copyAppDir(artifact, this.paths.app, this.ctx.owner(spec));
     this.record.port = this.isolation === 'none' ? await this.ctx.pickPort(this, this.record.port) : spec.port;
+    // Without a mount namespace a mount path would be the host's own: volumes need the sandbox.
+    if (spec.volumes?.length && this.isolation !== 'sandbox') throw new Error(`volumes (${spec.volumes.map((v) => v.name).join(', ')}) need sandbox isolation; this node runs without it`);
+    const volumes = await this.ctx.volumes.mounts(spec, this.ctx.owner(spec));
     // OCI image apps: same sandbox, the image's root, argv, env, workdir and user (image-apps.ts).
-    const sandboxSpec = await withImage(this.sandboxSpec(spec), this.paths.app, spec, this.isolation, this.ctx.owner(spec));
+    const sandboxSpec = await withImage(this.sandboxSpec(spec, volumes), this.paths.app, spec, this.isolation, this.ctx.owner(spec));
     const handle = await this.ctx.runtime.start(sandboxSpec);
     this.handle = handle;
     this.record.pid = handle.pid;
@@ -422,7 +428,7 @@ export class InstanceRunner {
     return handle;
   }
 
-  private sandboxSpec(spec: InstanceSpec): SandboxSpec {
+  private sandboxSpec(spec: InstanceSpec, volumes: SandboxSpec['mounts']): SandboxSpec {
     // Under `none` there is no /app: paths inside the process are the host's.
     const appRoot = this.isolation === 'sandbox' ? '/app' : this.paths.app;
     const profile = `for f in ${appRoot}/.profile.d/*.sh; do [ -r "$f" ] && . "$f"; done; `;
@@ -431,7 +437,7 @@ export class InstanceRunner {
       argv: ['/bin/sh', '-c', profile + commandLine(spec.command)],
       env: { ...spec.env, PORT: String(this.record.port), DYNO: dynoName(spec), HOME: appRoot },
       cwd: '/app',
-      mounts: [{ source: this.paths.app, target: '/app', readonly: false }],
+      mounts: [{ source: this.paths.app, target: '/app', readonly: false }, ...volumes],
       uid: this.record.uid,
       gid: this.record.gid,
       limits: { memoryMb: spec.limits.memoryMb, cpus: spec.limits.cpus, pids: spec.limits.pids },

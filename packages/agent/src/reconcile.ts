@@ -28,7 +28,9 @@ function runtimeShape(s: InstanceSpec): string {
   const env = Object.keys(s.env ?? {})
     .sort()
     .map((k) => [k, s.env[k]]);
-  return JSON.stringify([s.appId, s.processType, s.index, s.command, s.artifactDigest, s.port, s.limits?.memoryMb, s.limits?.cpus, s.limits?.pids, env]);
+  // Volumes only when there are some: specs without them keep the shape they always had (no replacement on upgrade).
+  const volumes = s.volumes?.length ? [s.volumes.map((v) => [v.id, v.path])] : [];
+  return JSON.stringify([s.appId, s.processType, s.index, s.command, s.artifactDigest, s.port, s.limits?.memoryMb, s.limits?.cpus, s.limits?.pids, env, ...volumes]);
 }
 
 /** Why `running` must be replaced to become `wanted`, or null when it can be left alone. */

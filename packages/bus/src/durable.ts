@@ -69,6 +69,8 @@ export function defaultDurableStreams(): DurableStream[] {
     { name: 'SHELLWEGO_STATUS', subjects: [subjects.allInstanceStatus], maxAgeMs: hour, maxBytes: 128 * 1024 * 1024 },
     { name: 'SHELLWEGO_EVENTS', subjects: [subjects.events('*')], delivery: 'live', maxAgeMs: 24 * hour, maxBytes: 128 * 1024 * 1024 },
     { name: 'SHELLWEGO_LOGS', subjects: [subjects.allAppLogs], maxAgeMs: hour, maxBytes: 512 * 1024 * 1024 },
+    // Volume deletions are the only thing that removes volume data: kept a week for a node that is away.
+    { name: 'SHELLWEGO_VOLUMES', subjects: [subjects.volumeDelete('*')], maxAgeMs: 7 * 24 * hour, maxBytes: 16 * 1024 * 1024 },
   ];
 }
 

@@ -224,7 +224,7 @@ export const nodeInboxPrefix = (nodeId: string): string => `_INBOX.${nodeId}`;
 /** What a node subscribes to (agent: its commands; router: the broadcast tables). */
 function nodeSubscriptions(nodeId: string): string[] {
   return [
-    subjects.assignments(nodeId), subjects.oneOffStart(nodeId), subjects.oneOffInput(nodeId, '*'),
+    subjects.assignments(nodeId), subjects.oneOffStart(nodeId), subjects.oneOffInput(nodeId, '*'), subjects.volumeDelete(nodeId),
     subjects.routes, subjects.certificates, subjects.acmeChallenges,
   ];
 }
@@ -257,7 +257,7 @@ export function nodePermissions(nodeId: string, streams: DurableStream[] = defau
       // Router stats too are under `agent.<id>.` (`agent.<id>.router.stats`): a router reports only as its node.
       allow: [`agent.${nodeId}.>`, subjects.routesRequest, subjects.certificatesRequest, ...js],
       // What the control plane sends this node is not the node's to send.
-      deny: [subjects.assignments(nodeId), subjects.oneOffStart(nodeId), subjects.oneOffInput(nodeId, '*')],
+      deny: [subjects.assignments(nodeId), subjects.oneOffStart(nodeId), subjects.oneOffInput(nodeId, '*'), subjects.volumeDelete(nodeId)],
     },
     sub: { allow: [...subs, `${nodeInboxPrefix(nodeId)}.>`], deny: [] },
   };

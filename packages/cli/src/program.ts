@@ -14,6 +14,7 @@ import { registerNodes } from './commands/nodes.ts';
 import { registerReleases } from './commands/releases.ts';
 import { registerRun } from './commands/run.ts';
 import { registerWebhooks } from './commands/webhooks.ts';
+import { registerVolumes } from './commands/volumes.ts';
 
 const HELP_FOOTER = `
 Environment:
@@ -52,5 +53,6 @@ export function buildProgram(ctx: Ctx): Command {
   registerAccount(program, ctx);
   registerNodes(program, ctx);
   registerWebhooks(program, ctx);
+  registerVolumes(program, ctx);
   return program;
 }

@@ -29,6 +29,7 @@ import { runToCompletion } from './oneoff.ts';
 import { imageHandlers } from './api/images.ts';
 import { nodeHandlers } from './api/nodes.ts';
 import { nodeJoinHandlers } from './api/node-join.ts';
+import { volumeHandlers } from './api/volumes.ts';
 
 export { SecretBox } from './secrets.ts';
 export { startOneOff, runToCompletion } from './oneoff.ts';
@@ -41,7 +42,7 @@ export { certFingerprint, installCa } from './domains/install-ca.ts';
 export { issueLeaf, createCa, loadCa } from './domains/local-ca.ts';
 export type { IssuedPem, LocalCa } from './domains/local-ca.ts';
 
-export const handlers: Handlers = { ...identityHandlers, ...appHandlers, ...streamHandlers, ...webhookHandlers, ...deploymentHandlers, ...imageHandlers, ...domainHandlers, ...nodeHandlers, ...nodeJoinHandlers };
+export const handlers: Handlers = { ...identityHandlers, ...appHandlers, ...streamHandlers, ...webhookHandlers, ...deploymentHandlers, ...imageHandlers, ...domainHandlers, ...nodeHandlers, ...nodeJoinHandlers, ...volumeHandlers };
 
 export interface ControlPlaneOptions {
   store: Store;

@@ -4,7 +4,7 @@
  * and the cross-tenant test that walks every app-scoped route.
  */
 import { z } from 'zod';
-import { APP_NAME_RE, APP_NAME_RULE, ENV_KEY_RE, ENV_KEY_RULE, PROCESS_TYPE_RE } from './names.ts';
+import { APP_NAME_RE, APP_NAME_RULE, ENV_KEY_RE, ENV_KEY_RULE, PROCESS_TYPE_RE, mountPathProblem } from './names.ts';
 import { BUILD_STATES, DEPLOY_STRATEGIES, DEPLOYMENT_STATES, INSTANCE_STATES, NODE_STATES, ROLES, SCOPES, STACKS, TAINT_EFFECTS } from './domain.ts';
 import type { Role, Scope } from './domain.ts';
 import { hostnameProblem } from './hostnames.ts';
@@ -273,6 +273,27 @@ export const Webhook = z.object({
   createdBy: z.string().nullable(),
   createdAt: Timestamp,
   lastDelivery: WebhookDelivery.nullable(),
+});
+
+// ---------- volumes (resources) ----------
+
+/** A persistent directory mounted into every instance of one process type (Dokku storage, Fly volumes). */
+export const Volume = z.object({
+  id: z.string(),
+  appId: z.string(),
+  name: z.string(),
+  processType: z.string(),
+  mountPath: z.string(),
+  sizeMb: z.number().int(),
+  /** The node its data lives on: null until its first instance is placed, then fixed. */
+  nodeId: z.string().nullable(),
+  nodeName: z.string().nullable(),
+  createdAt: Timestamp,
+});
+export const VolumeName = z.string().regex(APP_NAME_RE, `volume names are ${APP_NAME_RULE}`);
+export const MountPath = z.string().superRefine((p, ctx) => {
+  const problem = mountPathProblem(p);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
 });
 
 // ---------- route table ----------
@@ -566,6 +587,32 @@ export const routes = {
   }),
   // ---------- end webhooks ----------
 
+  // ---------- volumes ----------
+  listVolumes: route({
+    method: 'GET', path: '/v1/apps/:app/volumes', summary: "The app's persistent volumes and the node each lives on", auth: 'token', scope: 'apps:read', role: 'viewer',
+    params: AppParams, response: z.array(Volume),
+  }),
+  createVolume: route({
+    method: 'POST', path: '/v1/apps/:app/volumes', summary: 'Create a volume mounted into every instance of a process type (its running instances are replaced to mount it)', auth: 'token', scope: 'apps:write', role: 'developer',
+    params: AppParams,
+    body: strict({
+      name: VolumeName,
+      processType: ProcessType.describe('the process type it is mounted into (may be one a later release adds)'),
+      mountPath: MountPath.describe('absolute path inside the sandbox, e.g. /data'),
+      sizeMb: z.number().int().min(1).max(16 * 1024 * 1024).default(1024).describe('size limit in MB (recorded and shown; not enforced yet)'),
+    }),
+    response: Volume, status: 201,
+  }),
+  getVolume: route({
+    method: 'GET', path: '/v1/apps/:app/volumes/:volume', summary: 'One volume (by name or id)', auth: 'token', scope: 'apps:read', role: 'viewer',
+    params: strict({ app: z.string().min(1), volume: z.string().min(1) }), response: Volume,
+  }),
+  deleteVolume: route({
+    method: 'DELETE', path: '/v1/apps/:app/volumes/:volume', summary: 'Destroy a volume and its data (refused while its process type is scaled above 0 or still has instances)', auth: 'token', scope: 'apps:write', role: 'developer',
+    params: strict({ app: z.string().min(1), volume: z.string().min(1) }), response: z.object({ deleted: z.boolean() }),
+  }),
+  // ---------- end volumes ----------
+
   // ---------- OCI image deploys ----------
   createImageBuild: route({
     method: 'POST', path: '/v1/apps/:app/builds/image', summary: 'Build from an OCI/Docker image (pulled from a v2 registry); deploys on success', auth: 'token', scope: 'apps:deploy', role: 'developer',
@@ -680,6 +727,7 @@ export type UserT = z.output<typeof User>;
 export type NodeInfoT = z.output<typeof NodeInfo>;
 export type PlacementT = z.output<typeof Placement>;
 export type WebhookT = z.output<typeof Webhook>;
+export type VolumeT = z.output<typeof Volume>;
 export type HealthCheckT = z.output<typeof HealthCheck>;
 export type DeploymentT = z.output<typeof Deployment>;
 export type DomainT = z.output<typeof Domain>;

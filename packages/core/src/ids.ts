@@ -22,4 +22,4 @@ export function newId(prefix: IdPrefix): string {
 
 export type IdPrefix =
   | 'org' | 'usr' | 'mem' | 'tok' | 'app' | 'bld' | 'rel' | 'ins' | 'evt' | 'nod' | 'dep' | 'aud'
-  | 'whk' | 'dom' | 'crt' | 'jtk';
+  | 'whk' | 'dom' | 'crt' | 'jtk' | 'vol';

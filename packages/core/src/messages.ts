@@ -49,6 +49,9 @@ export const subjects = {
   oneOffInput: (nodeId: string, sessionId: string) => `agent.${nodeId}.oneoff.${sessionId}.in`,
   /** Agent → control plane: output chunks, then exactly one exit (or error). */
   oneOffOutput: (nodeId: string, sessionId: string) => `agent.${nodeId}.oneoff.${sessionId}.out`,
+  // ---------- volumes ----------
+  /** Control plane → one agent: a volume was destroyed, remove its directory (durable: the only thing that ever removes one). */
+  volumeDelete: (nodeId: string) => `agent.${nodeId}.volumes.delete`,
 } as const;
 
 export interface InstanceLimits {
@@ -81,6 +84,23 @@ export interface InstanceSpec {
   readiness?: Readiness;
   /** Time between SIGTERM and SIGKILL when the instance is stopped; absent = the agent's default. */
   stopTimeoutMs?: number;
+  /** Volumes of the process type that live on this node, bind-mounted read-write; absent = none. */
+  volumes?: VolumeMount[];
+}
+
+/** A volume as an agent mounts it: `<dataDir>/volumes/<id>` at `path` inside the sandbox. */
+export interface VolumeMount {
+  id: string;
+  name: string;
+  path: string;
+}
+
+/** Control plane → agent: remove a destroyed volume's directory. */
+export interface VolumeDeleteMessage {
+  nodeId: string;
+  volumeId: string;
+  /** For the agent's log only. */
+  name: string;
 }
 
 /** An HTTP readiness check, in milliseconds (the API's HealthCheck, converted). */

@@ -35,6 +35,8 @@ import type { ClusterSecretsRepo } from './types.ts';
 import { NatsUsers } from './repos/nats-users.ts';
 import type { NatsUsersRepo } from './types.ts';
 import type { SchedulingRepo } from './types.ts';
+import { Volumes } from './repos/volumes.ts';
+import type { VolumesRepo } from './types.ts';
 
 type Db = Kysely<Database>;
 export type Dialect = Store['dialect'];
@@ -81,6 +83,7 @@ export class KyselyStore implements Store {
   readonly scheduling: SchedulingRepo;
   readonly clusterSecrets: ClusterSecretsRepo;
   readonly natsUsers: NatsUsersRepo;
+  readonly volumes: VolumesRepo;
 
   readonly #db: Db;
   /** Identity shared by a store and the stores bound to its transactions. */
@@ -123,6 +126,7 @@ export class KyselyStore implements Store {
     this.scheduling = translated(new Scheduling(ctx, dialect));
     this.clusterSecrets = translated(new ClusterSecrets(ctx));
     this.natsUsers = translated(new NatsUsers(ctx));
+    this.volumes = translated(new Volumes(ctx));
   }
 
   async transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T> {
@@ -484,7 +488,7 @@ class Apps implements AppsRepo {
       const app = await db.selectFrom('apps').select('id').where('id', '=', id).where('organization_id', '=', organizationId).executeTakeFirst();
       if (!app) return false;
       // Children first, in foreign-key order (instances → releases → builds).
-      for (const table of ['webhook_deliveries', 'webhooks', 'deployments', 'deploy_settings', 'app_placements', 'instances', 'releases', 'image_builds', 'builds', 'config_vars', 'formations', 'events'] as const) {
+      for (const table of ['webhook_deliveries', 'webhooks', 'deployments', 'deploy_settings', 'app_placements', 'volumes', 'instances', 'releases', 'image_builds', 'builds', 'config_vars', 'formations', 'events'] as const) {
         await db.deleteFrom(table).where('app_id', '=', id).where('organization_id', '=', organizationId).execute();
       }
       await db.deleteFrom('apps').where('id', '=', id).where('organization_id', '=', organizationId).execute();

@@ -326,6 +326,19 @@ export interface NatsUsersTable {
   revoked_at: string | null;
 }
 
+/** A persistent volume of an app (migration 0012); node_id is set once, at its first placement. */
+export interface VolumesTable {
+  id: string;
+  organization_id: string;
+  app_id: string;
+  name: string;
+  process_type: string;
+  mount_path: string;
+  size_mb: number;
+  node_id: string | null;
+  created_at: string;
+}
+
 /** Platform-wide secrets shared by the control planes (migration 0010). */
 export interface ClusterSecretsTable {
   name: string;
@@ -359,6 +372,7 @@ export interface Database {
   node_credentials: NodeCredentialsTable;
   cluster_secrets: ClusterSecretsTable;
   nats_users: NatsUsersTable;
+  volumes: VolumesTable;
 }
 
 /**
@@ -402,6 +416,9 @@ export const UNIQUE_CONSTRAINTS = {
   node_credentials_pkey: 'node_credentials(node_id)',
   cluster_secrets_pkey: 'cluster_secrets(name)',
   nats_users_pkey: 'nats_users(user_key)',
+  volumes_pkey: 'volumes(id)',
+  volumes_app_id_name_key: 'volumes(app_id,name)',
+  volumes_app_id_process_type_mount_path_key: 'volumes(app_id,process_type,mount_path)',
 } as const;
 
 /** The constraints callers are expected to meet; compare with `StoreConflictError.constraint`. */
@@ -415,4 +432,6 @@ export const CONSTRAINTS = {
   domainHostname: UNIQUE_CONSTRAINTS.domains_hostname_key,
   certificateName: UNIQUE_CONSTRAINTS.certificates_name_key,
   webhookDelivery: UNIQUE_CONSTRAINTS.webhook_deliveries_pkey,
+  volumeName: UNIQUE_CONSTRAINTS.volumes_app_id_name_key,
+  volumeMountPath: UNIQUE_CONSTRAINTS.volumes_app_id_process_type_mount_path_key,
 } as const;

@@ -423,6 +423,60 @@ export function storeSuite(name: string, open: () => Promise<Store>): void {
       assert.equal((await claim(left.id)).placed, true);
     });
 
+    it('volumes: create, get by name or id, unique name and mount path per app, tenant walls, deleted with the app', async () => {
+      const t = await tenant(store, 'vol');
+      const other = await tenant(store, 'vol-other');
+      const v = await store.volumes.create({ id: newId('vol'), organizationId: t.org.id, appId: t.app.id, name: 'data', processType: 'web', mountPath: '/data', sizeMb: 1024 });
+      assert.equal(v.nodeId, null);
+      assert.equal((await store.volumes.get(t.org.id, t.app.id, 'data'))?.id, v.id);
+      assert.equal((await store.volumes.get(t.org.id, t.app.id, v.id))?.name, 'data');
+      assert.equal(await store.volumes.get(other.org.id, t.app.id, 'data'), undefined);
+      assert.equal(await store.volumes.delete(other.org.id, t.app.id, v.id), false);
+      await assert.rejects(store.volumes.create({ id: newId('vol'), organizationId: t.org.id, appId: t.app.id, name: 'data', processType: 'worker', mountPath: '/x', sizeMb: 1 }), conflict(CONSTRAINTS.volumeName));
+      await assert.rejects(store.volumes.create({ id: newId('vol'), organizationId: t.org.id, appId: t.app.id, name: 'two', processType: 'web', mountPath: '/data', sizeMb: 1 }), conflict(CONSTRAINTS.volumeMountPath));
+      // Another organization's app cannot get a volume (the foreign key includes the organization).
+      await assert.rejects(store.volumes.create({ id: newId('vol'), organizationId: other.org.id, appId: t.app.id, name: 'x', processType: 'web', mountPath: '/x', sizeMb: 1 }), notFoundRef);
+      await store.volumes.create({ id: newId('vol'), organizationId: t.org.id, appId: t.app.id, name: 'cache', processType: 'worker', mountPath: '/data', sizeMb: 10 });
+      assert.deepEqual((await store.volumes.list(t.org.id, t.app.id)).map((x) => x.name), ['cache', 'data']);
+      assert.deepEqual(await store.volumes.listPinned(), []);
+      assert.equal(await store.apps.delete(t.org.id, t.app.id), true);
+      assert.deepEqual(await store.volumes.list(t.org.id, t.app.id), []);
+    });
+
+    it('scheduling: a volume is pinned in the placement claim — two placements racing for one unpinned volume on two nodes, one pin wins', async () => {
+      const t = await tenant(store, 'pin');
+      const rel = await store.releases.create(release(t, (await build(store, t)).id));
+      for (const [id, name] of [['nod_pa', 'pa'], ['nod_pb', 'pb']]) {
+        await store.nodes.upsert({ id, name, state: 'ready', isolation: 'process', cpus: 8, memoryMb: 8192, lastHeartbeatAt: null });
+      }
+      const vol = await store.volumes.create({ id: newId('vol'), organizationId: t.org.id, appId: t.app.id, name: 'data', processType: 'web', mountPath: '/data', sizeMb: 1024 });
+      const [i1, i2] = await Promise.all([1, 2].map((index) => store.instances.create(instance(t, rel, { index, nodeId: null }))));
+      const claim = (instanceId: string, nodeId: string) => store.transaction((tx) =>
+        tx.scheduling.claim({ instanceId, nodeId, memoryMb: 512, cpus: 1, cpuOvercommit: 4, placement: `on ${nodeId}`, volumeIds: [vol.id] }));
+      // Two control planes choose different nodes for the same volume at once.
+      const [a, b] = await Promise.all([claim(i1.id, 'nod_pa'), claim(i2.id, 'nod_pb')]);
+      assert.equal([a, b].filter((r) => r.placed).length, 1, 'exactly one placement wins');
+      const winner = a.placed ? 'nod_pa' : 'nod_pb';
+      const loser = a.placed ? { r: b, i: i2 } : { r: a, i: i1 };
+      assert.equal(loser.r.placed ? '' : loser.r.reason, `volume "data" lives on node ${winner === 'nod_pa' ? 'pa' : 'pb'} (pinned meanwhile)`);
+      assert.deepEqual(loser.r.placed ? null : loser.r.pinned, { [vol.id]: winner });
+      assert.equal((await store.volumes.get(t.org.id, t.app.id, 'data'))?.nodeId, winner);
+      // The refused instance is untouched: still waiting, and placed when it asks for the volume's node.
+      assert.equal((await store.instances.byId(loser.i.id))?.nodeId, null);
+      assert.equal((await claim(loser.i.id, winner)).placed, true);
+      assert.deepEqual((await store.volumes.byNode(winner)).map((v) => v.id), [vol.id]);
+      assert.deepEqual((await store.volumes.listPinned()).map((v) => v.id), [vol.id]);
+      // A refused claim writes nothing: a third instance refused for capacity leaves a new volume unpinned.
+      const fresh = await store.volumes.create({ id: newId('vol'), organizationId: t.org.id, appId: t.app.id, name: 'more', processType: 'web', mountPath: '/more', sizeMb: 1 });
+      const i3 = await store.instances.create(instance(t, rel, { index: 3, nodeId: null }));
+      const tooBig = await store.scheduling.claim({ instanceId: i3.id, nodeId: winner, memoryMb: 100_000, cpus: 1, cpuOvercommit: 4, placement: 'x', volumeIds: [vol.id, fresh.id] });
+      assert.equal(tooBig.placed, false);
+      assert.equal((await store.volumes.get(t.org.id, t.app.id, 'more'))?.nodeId, null);
+      // A volume stays pinned: no claim moves it.
+      assert.match((await store.scheduling.claim({ instanceId: i3.id, nodeId: winner === 'nod_pa' ? 'nod_pb' : 'nod_pa', memoryMb: 512, cpus: 1, cpuOvercommit: 4, placement: 'x', volumeIds: [vol.id, fresh.id] }) as { reason: string }).reason, /^volume "data" lives on node p[ab]/);
+      assert.equal((await store.volumes.get(t.org.id, t.app.id, 'more'))?.nodeId, null);
+    });
+
     it('scheduling: overview and process types in bulk', async () => {
       const t = await tenant(store, 'ovw');
       const rel = await store.releases.create(release(t, (await build(store, t)).id, { processTypes: { web: 'a', worker: 'b' } }));

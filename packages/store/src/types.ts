@@ -188,11 +188,19 @@ export interface PlacementClaim {
   memoryMb: number; cpus: number; cpuOvercommit: number;
   /** The scheduler's explanation, kept on the instance when placed. */
   placement: string;
+  /**
+   * Volumes the instance mounts (its process type's): each must live on `nodeId` or on no node
+   * yet — those are pinned to `nodeId` in the same transaction as the placement (migration 0012).
+   */
+  volumeIds?: string[];
 }
 export type PlacementClaimResult =
   | { placed: true; allocation: NodeAllocation }
-  /** `allocation` (when the node is short of room): what it holds now, for the caller's next choice. */
-  | { placed: false; reason: string; allocation?: NodeAllocation };
+  /**
+   * `allocation` (when the node is short of room): what it holds now, for the caller's next choice;
+   * `pinned` (when a volume was pinned elsewhere meanwhile): volume id → its node.
+   */
+  | { placed: false; reason: string; allocation?: NodeAllocation; pinned?: Record<string, string> };
 /** Bulk reads for a periodic pass over every app. */
 export interface SchedulingOverview {
   formations: Map<string, FormationRow[]>;
@@ -201,6 +209,24 @@ export interface SchedulingOverview {
   /** Apps with rows stopped for good (to forget). */
   withStoppedRows: Set<string>;
 }
+/** A persistent volume of an app (migration 0012): `nodeId` null until its first instance is placed, then fixed. */
+export interface VolumeRow {
+  id: string; organizationId: string; appId: string; name: string; processType: string; mountPath: string; sizeMb: number;
+  nodeId: string | null; createdAt: string;
+}
+export interface VolumesRepo {
+  create(row: Omit<VolumeRow, 'createdAt' | 'nodeId'>): Promise<VolumeRow>;
+  /** `nameOrId` within one app of one organization. */
+  get(organizationId: string, appId: string, nameOrId: string): Promise<VolumeRow | undefined>;
+  /** One app's volumes, by name. */
+  list(organizationId: string, appId: string): Promise<VolumeRow[]>;
+  /** Controllers: volumes pinned to a node (its instances' mounts). */
+  byNode(nodeId: string): Promise<VolumeRow[]>;
+  /** Controllers: every pinned volume, for a publish of every node's assignments. */
+  listPinned(): Promise<VolumeRow[]>;
+  delete(organizationId: string, appId: string, id: string): Promise<boolean>;
+}
+
 export interface SchedulingRepo {
   /** Per node, what instances desired running hold: one aggregate query. */
   allocations(): Promise<Map<string, NodeAllocation>>;
@@ -218,7 +244,7 @@ export interface SchedulingRepo {
   overview(): Promise<SchedulingOverview>;
   /**
    * `instances.listActive()` lighter, for a pass over every app: no last log lines (`lastLog: []`),
-   * and `placement` only when it is a "leaving <node>" note (null otherwise).
+   * and `placement` only when it is a "leaving <node>" or "kept on <node>" note (null otherwise).
    */
   active(): Promise<InstanceRow[]>;
   /** Process types of releases by id (unknown ids are left out). */
@@ -405,6 +431,7 @@ export interface Store {
   scheduling: SchedulingRepo;
   clusterSecrets: ClusterSecretsRepo;
   natsUsers: NatsUsersRepo;
+  volumes: VolumesRepo;
   /** Runs `fn` in one database transaction; the Store passed to `fn` is bound to it. */
   transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T>;
   /** Applied migration names, oldest first. */

@@ -75,6 +75,12 @@ export const appHandlers = {
 
   async deleteApp({ auth, params, cp }) {
     const app = await findApp(cp, auth.organization.id, params.app);
+    // Volume data is only ever removed by destroying the volume (ADR 0020), never as a side effect.
+    const volumes = await cp.store.volumes.list(app.organizationId, app.id);
+    if (volumes.length > 0) {
+      throw conflict('app_has_volumes', `${app.name} has ${volumes.length} volume(s) (${volumes.map((v) => v.name).join(', ')}): destroy them first (shellwego volumes destroy NAME --app ${app.name})`,
+        { volumes: volumes.map((v) => v.name) });
+    }
     await cp.store.apps.delete(app.organizationId, app.id);
     await cp.events.record({ organizationId: app.organizationId, appId: null, type: 'app.deleted', message: `App ${app.name} deleted by ${auth.user.email}`, data: { appId: app.id, name: app.name } });
     // The app's instances are gone from the store, so they vanish from assignments and routes.

@@ -99,6 +99,12 @@ export const nodeHandlers = {
         (state === 'draining' ? 'wait until the drain has moved them (apps with nowhere else to go keep running there)' : `drain it first (shellwego nodes drain ${node.name})`),
       { instances: running.length, state });
     }
+    // Volumes are pinned to their node for good (ADR 0020): forgetting it would strand their data.
+    const volumes = await cp.store.volumes.byNode(node.id);
+    if (volumes.length > 0) {
+      throw conflict('node_has_volumes', `node ${node.name} holds ${volumes.length} volume(s) whose data lives there (${volumes.map((v) => v.name).join(', ')}): destroy them first`,
+        { volumes: volumes.map((v) => ({ id: v.id, appId: v.appId, name: v.name })) });
+    }
     // A forgotten node's credentials go with it: it has to join again with a new token (and gets a new NATS user).
     const { deleted, revoked } = await cp.store.transaction(async (tx) => {
       await tx.nodeJoin.deleteCredential(node.id);

@@ -3,7 +3,7 @@ import { DEFAULT_DEPLOY_SETTINGS, DEFAULT_PLAN, PLANS, instanceMachine, newId, n
 import type { AppPlacement, AssignmentsMessage, DeploySettingsT, EventT, HeartbeatMessage, InstanceSpec, InstanceStatusMessage, Readiness, ReconcileRequestMessage, RouterStatsMessage, RouteTableMessage } from '@shellwego/core';
 import type { Bus, Subscription } from '@shellwego/bus';
 import { createHash } from 'node:crypto';
-import type { AppRow, DeploymentRow, FormationRow, InstanceRow, NodeAllocation, NodeRow, ReleaseRow, SchedulingOverview, Store } from '@shellwego/store';
+import type { AppRow, DeploymentRow, FormationRow, InstanceRow, NodeAllocation, NodeRow, ReleaseRow, SchedulingOverview, Store, VolumeRow } from '@shellwego/store';
 import type { SecretBox } from '../secrets.ts';
 import type { EventRecorder } from '../events.ts';
 import type { LogStore } from '../logs.ts';
@@ -200,7 +200,7 @@ export class Deployer {
       const instances = byApp.get(app.id) ?? [];
       const target = targetOf(app);
       const settled = !activeDeployments.has(app.id) && !overview.withStoppedRows.has(app.id) &&
-        instances.every((i) => i.desired === 'running' && i.stopAfter === null && i.nodeId !== null && !leavingAny.has(i.nodeId) && !i.placement?.startsWith('leaving ')) &&
+        instances.every((i) => i.desired === 'running' && i.stopAfter === null && i.nodeId !== null && !leavingAny.has(i.nodeId) && !i.placement?.startsWith('leaving ') && !i.placement?.startsWith('kept on ')) &&
         noChanges(planApp({
           now, targetReleaseId: target, processTypes: withoutReleasePhase((target && types.get(target)) || {}), formation: overview.formations.get(app.id) ?? [],
           instances, deployment: null, settings: overview.settings.get(app.id) ?? DEFAULT_DEPLOY_SETTINGS,
@@ -238,27 +238,31 @@ export class Deployer {
         this.markDirty(organizationId, appId, []);
         return;
       }
-      const [deployment, settings, formation, instances, placement, cluster] = await Promise.all([
+      const [deployment, settings, formation, instances, placement, cluster, volumes] = await Promise.all([
         store.deployments.active(organizationId, appId), this.settingsOf(app), store.formation.list(organizationId, appId), store.instances.listByApp(organizationId, appId),
-        store.placements.get(organizationId, appId), this.clusterState(),
+        store.placements.get(organizationId, appId), this.clusterState(), store.volumes.list(organizationId, appId),
       ]);
       this.rememberApp(app, formation, settings);
       const nodes = cluster.nodes;
       // Instances on draining nodes (or nodes whose NoExecute taint the app does not tolerate) are replaced elsewhere first.
       const leaving = leavingNodes(nodes.map((n) => ({ id: n.id, state: nodeState(n.state, n.operatorState), taints: n.taints })), placement);
+      // Process types whose volumes live on a node: their instances stay there (a note says why when the node is left).
+      const pinned = pinnedTypes(volumes);
+      const held = instances.filter((i) => i.desired === 'running' && i.stopAfter === null && i.nodeId !== null &&
+        (leaving.has(i.nodeId) ? pinned.get(i.processType) === i.nodeId && !i.placement?.startsWith('kept on ') : i.placement?.startsWith('kept on '))).length;
       // During the release phase the old release stays the target: no traffic moves until it succeeds.
       const targetId = deployment?.state === 'pending' ? deployment.fromReleaseId : app.currentReleaseId;
       const release = targetId ? await store.releases.byId(organizationId, targetId) : undefined;
       const now = Date.now();
       const plan = planApp({
         now, targetReleaseId: release?.id ?? null, processTypes: withoutReleasePhase(release?.processTypes ?? {}),
-        formation, instances, deployment: deployment ? planDeployment(deployment) : null, settings, leavingNodes: new Set(leaving.keys()),
+        formation, instances, deployment: deployment ? planDeployment(deployment) : null, settings, leavingNodes: new Set(leaving.keys()), pinned,
       });
       const unplaced = instances.filter((i) => i.desired === 'running' && i.nodeId === null && i.releaseId === release?.id);
-      const changes = plan.create.length + plan.drain.length + plan.stop.length + plan.forget.length + unplaced.length;
+      const changes = plan.create.length + plan.drain.length + plan.stop.length + plan.forget.length + unplaced.length + held;
       // Assignments change only where instances were placed, stopped or forgotten (or a deployment moves them).
       const touched = new Set<string>();
-      if (changes > 0) for (const n of await this.apply(app, release, instances, plan, unplaced, (deployment?.settings ?? settings).drainSeconds, placement, leaving)) touched.add(n);
+      if (changes > 0) for (const n of await this.apply(app, release, instances, plan, unplaced, (deployment?.settings ?? settings).drainSeconds, placement, leaving, volumes)) touched.add(n);
       if (changes > 0 || deployment) for (const i of instances) if (i.nodeId) touched.add(i.nodeId);
       this.markDirty(organizationId, appId, touched);
       if (deployment) {
@@ -277,7 +281,7 @@ export class Deployer {
 
   /** Writes the plan in one transaction; returns the nodes whose assignments changed. */
   private async apply(app: AppRow, release: ReleaseRow | undefined, instances: InstanceRow[], plan: ReturnType<typeof planApp>, unplaced: InstanceRow[], drainSeconds: number,
-    placement: AppPlacement | undefined, leaving: Map<string, string>): Promise<Set<string>> {
+    placement: AppPlacement | undefined, leaving: Map<string, string>, volumes: VolumeRow[]): Promise<Set<string>> {
     const { store } = this.deps;
     const organizationId = app.organizationId;
     const cluster = await this.clusterState();
@@ -294,13 +298,19 @@ export class Deployer {
      * the node's free capacity, inside this transaction): if another control plane took the room
      * meanwhile, the store's figures replace the view and the next best node is tried.
      */
-    const placeOne = async (tx: Store, instanceId: string): Promise<{ nodeId: string | null; reason: string } | null> => {
-      for (let attempt = 0; attempt <= loads.length; attempt++) {
-        const p = place(loads, { memoryMb: plan_.memoryMb, cpus: plan_.cpus, placement, settings: scheduling });
+    // Volume locality: this view of the app's volumes follows the pins its own claims make (and those it loses to).
+    const vols = volumes.map((v) => ({ ...v }));
+    const placeOne = async (tx: Store, instanceId: string, type: string): Promise<{ nodeId: string | null; reason: string } | null> => {
+      const mine = vols.filter((v) => v.processType === type);
+      for (let attempt = 0; attempt <= loads.length + mine.length; attempt++) {
+        const p = place(loads, { memoryMb: plan_.memoryMb, cpus: plan_.cpus, placement, settings: scheduling, volumes: mine });
         if (!p.nodeId) return p;
         const n = loads.find((l) => l.id === p.nodeId)!;
-        const r = await tx.scheduling.claim({ instanceId, nodeId: n.id, memoryMb: plan_.memoryMb, cpus: plan_.cpus, cpuOvercommit: scheduling.cpuOvercommit, placement: p.reason });
+        const r = await tx.scheduling.claim({
+          instanceId, nodeId: n.id, memoryMb: plan_.memoryMb, cpus: plan_.cpus, cpuOvercommit: scheduling.cpuOvercommit, placement: p.reason, volumeIds: mine.map((v) => v.id),
+        });
         if (r.placed) {
+          for (const v of mine) v.nodeId ??= n.id;
           n.allocatedMb += plan_.memoryMb;
           n.allocatedCpus += plan_.cpus;
           n.sameApp += 1;
@@ -309,6 +319,10 @@ export class Deployer {
           return p;
         }
         this.deps.logger.info({ instance: instanceId, node: n.id, reason: r.reason }, 'placement lost a race for a node: choosing again');
+        if (r.pinned) {
+          for (const v of mine) v.nodeId = r.pinned[v.id] ?? v.nodeId;
+          continue;
+        }
         if (r.allocation) {
           n.allocatedMb = r.allocation.memoryMb;
           n.allocatedCpus = r.allocation.cpus;
@@ -332,20 +346,23 @@ export class Deployer {
           nodeId: null, desired: 'running', state: 'pending', exitCode: null, signal: null, oomKilled: false, restarts: 0, address: null,
           startedAt: null, restartGeneration: 0, lastLog: [], placement: null,
         });
-        const p = await placeOne(tx, row.id);
+        const p = await placeOne(tx, row.id, c.type);
         if (p && !p.nodeId) await tx.instances.update(row.id, { lastLog: [`pending: ${p.reason}`], placement: p.reason });
         created.push({ row, pending: p && !p.nodeId ? `pending: ${p.reason}` : null });
       }
       for (const i of unplaced) {
-        const p = await placeOne(tx, i.id);
+        const p = await placeOne(tx, i.id, i.processType);
         if (p && !p.nodeId && i.placement !== p.reason) await tx.instances.update(i.id, { lastLog: [`pending: ${p.reason}`], placement: p.reason });
       }
       // Instances on a node they must leave say so until their replacement is ready elsewhere.
       for (const i of instances) {
         if (i.desired !== 'running' || i.stopAfter !== null || i.nodeId === null) continue;
-        const note = leaving.has(i.nodeId)
+        const held = leaving.has(i.nodeId) ? vols.find((v) => v.processType === i.processType && v.nodeId === i.nodeId) : undefined;
+        const note = held
+          ? `kept on ${nameOf(i.nodeId)} (${leaving.get(i.nodeId)}): volume "${held.name}" lives there, so it cannot move`
+          : leaving.has(i.nodeId)
           ? `leaving ${nameOf(i.nodeId)} (${leaving.get(i.nodeId)}): keeps running until a replacement is ready elsewhere`
-          : i.placement?.startsWith('leaving ') ? `stays on ${nameOf(i.nodeId)}: the node is back in service` : i.placement;
+          : i.placement?.startsWith('leaving ') || i.placement?.startsWith('kept on ') ? `stays on ${nameOf(i.nodeId)}: the node is back in service` : i.placement;
         if (i.placement !== note) await tx.instances.update(i.id, { placement: note });
       }
       for (const id of plan.drain) await tx.instances.update(id, { stopAfter });
@@ -639,7 +656,9 @@ export class Deployer {
           if (list) list.push(i);
           else byNode.set(i.nodeId, [i]);
         }
-        for (const node of await store.nodes.list()) await this.publishNode(node.id, byNode.get(node.id) ?? [], what.assignments);
+        const volumes = new Map<string, VolumeRow[]>();
+        for (const v of await store.volumes.listPinned()) volumes.set(v.nodeId!, [...(volumes.get(v.nodeId!) ?? []), v]);
+        for (const node of await store.nodes.list()) await this.publishNode(node.id, byNode.get(node.id) ?? [], what.assignments, volumes.get(node.id) ?? []);
       }
       if (routesFailed) throw routesFailed;
     });
@@ -683,10 +702,12 @@ export class Deployer {
   }
 
   /** One node's assignment set (`instances`: its rows desired running, oldest first); published if it changed or `force`. */
-  private async publishNode(nodeId: string, instances: InstanceRow[], force: boolean): Promise<void> {
+  private async publishNode(nodeId: string, instances: InstanceRow[], force: boolean, volumes?: VolumeRow[]): Promise<void> {
     const specs: InstanceSpec[] = [];
+    // The volumes that live on this node (one read per node unless the caller read them all).
+    const here = volumes ?? (instances.length > 0 ? await this.deps.store.volumes.byNode(nodeId) : []);
     for (const i of instances) {
-      const spec = await this.specOf(i);
+      const spec = await this.specOf(i, here);
       if (spec) specs.push(spec);
     }
     const key = digest(JSON.stringify(specs));
@@ -696,7 +717,7 @@ export class Deployer {
     await this.deps.bus.publish(subjects.assignments(nodeId), msg);
   }
 
-  private async specOf(i: InstanceRow): Promise<InstanceSpec | null> {
+  private async specOf(i: InstanceRow, volumesHere: VolumeRow[]): Promise<InstanceSpec | null> {
     const info = this.appInfo.get(i.appId) ?? await this.loadAppInfo(i.organizationId, i.appId);
     const rel = await this.release(i.organizationId, i.releaseId);
     if (!info || !rel) return null;
@@ -705,6 +726,7 @@ export class Deployer {
     if (!command) return null;
     const plan = PLANS[app.plan] ?? PLANS[DEFAULT_PLAN];
     const readiness = toReadiness(info.formation.find((f) => f.type === i.processType));
+    const mounts = volumesHere.filter((v) => v.appId === i.appId && v.processType === i.processType).map((v) => ({ id: v.id, name: v.name, path: v.mountPath }));
     return {
       instanceId: i.id, appId: app.id, appName: app.name, organizationId: app.organizationId, releaseId: rel.id, releaseVersion: rel.version,
       processType: i.processType, index: i.index, command,
@@ -713,6 +735,7 @@ export class Deployer {
       // A replacement marker (negative) is the control plane's business: the agent keeps the process.
       port: WEB_PORT, restartGeneration: agentGeneration(i.restartGeneration), stopTimeoutMs: info.settings.stopTimeoutSeconds * 1000,
       ...(readiness ? { readiness } : {}),
+      ...(mounts.length > 0 ? { volumes: mounts } : {}),
     };
   }
 
@@ -787,6 +810,13 @@ export function describeState(m: Pick<InstanceStatusMessage, 'state' | 'exitCode
 }
 
 export type { EventT };
+
+/** Process type → the node its volumes live on (the first pinned one: the store never pins one type's volumes apart). */
+function pinnedTypes(volumes: VolumeRow[]): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const v of volumes) if (v.nodeId !== null && !out.has(v.processType)) out.set(v.processType, v.nodeId);
+  return out;
+}
 
 function planDeployment(d: DeploymentRow): PlanDeployment {
   return { strategy: d.strategy, state: d.state, step: d.step, settings: d.settings };

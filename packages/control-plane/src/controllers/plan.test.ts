@@ -215,3 +215,21 @@ test('restart: instances marked for replacement are replaced one by one like a r
   p = plan({ targetReleaseId: 'r1', formation: [{ type: 'web', quantity: 5 }], instances: marked });
   assert.equal(p.create.length, 2);
 });
+
+test('volumes: instances on their volume node are never replaced for leaving it; those elsewhere are (even with maxUnavailable)', () => {
+  const formation = [{ type: 'web', quantity: 2 }];
+  const settings = { ...DEFAULT_DEPLOY_SETTINGS, maxUnavailable: 1 };
+  const onN1 = olds(2, { releaseId: 'r2', releaseVersion: 2 });
+  // n1 drains, but web's volume lives there: nothing to create, nothing to stop.
+  const held = plan({ targetReleaseId: 'r2', formation, instances: onN1, settings, leavingNodes: new Set(['n1']), pinned: new Map([['web', 'n1']]) });
+  assert.deepEqual([held.create, held.drain, held.stop, held.progress.complete], [[], [], [], true]);
+  // Without the volume the same drain replaces them (the existing behaviour).
+  assert.ok(plan({ targetReleaseId: 'r2', formation, instances: onN1, settings, leavingNodes: new Set(['n1']) }).create.length > 0);
+  // An instance of the type on another node than its volume is replaced (onto the volume's node), not kept.
+  const stray = [inst({ id: 's1', index: 1, releaseId: 'r2', nodeId: 'n2' }), inst({ id: 's2', index: 2, releaseId: 'r2', nodeId: 'n1' })];
+  const p = plan({ targetReleaseId: 'r2', formation, instances: stray, pinned: new Map([['web', 'n1']]) });
+  assert.deepEqual(p.create, [{ type: 'web', index: 1 }]);
+  // A waiting (unplaced) instance counts as the type's own: it is not replaced while it waits for the node.
+  const waiting = plan({ targetReleaseId: 'r2', formation, instances: [inst({ id: 'w', index: 1, releaseId: 'r2', nodeId: null, state: 'pending' }), stray[1]], pinned: new Map([['web', 'n1']]) });
+  assert.deepEqual([waiting.create, waiting.stop], [[], []]);
+});

@@ -53,6 +53,11 @@ export interface PlanInput {
   settings: DeploySettingsT;
   /** Nodes the app's instances must leave (draining, NoExecute taint): replaced like marked instances. */
   leavingNodes?: ReadonlySet<string>;
+  /**
+   * Process type → the node its volumes live on. Its instances belong there: one on that node is
+   * never replaced for leaving it (it cannot move; it stays, saying why), one elsewhere is.
+   */
+  pinned?: ReadonlyMap<string, string>;
 }
 
 /**
@@ -116,7 +121,9 @@ export function planApp(input: PlanInput): AppPlan {
     const W = wanted.get(type) ?? 0;
     const live = input.instances.filter((i) => isLive(i) && i.processType === type);
     const draining = input.instances.filter((i) => i.desired === 'running' && i.stopAfter !== null && i.processType === type);
-    const current = (i: InstanceRow) => isCurrent(i, target) && !(i.nodeId !== null && input.leavingNodes?.has(i.nodeId));
+    const home = input.pinned?.get(type);
+    const current = (i: InstanceRow) => isCurrent(i, target) &&
+      (home !== undefined ? i.nodeId === null || i.nodeId === home : !(i.nodeId !== null && input.leavingNodes?.has(i.nodeId)));
     const mine = live.filter(current);
     let old = live.filter((i) => !current(i));
 

@@ -84,3 +84,32 @@ test('leaving nodes: draining, or a NoExecute taint the app does not tolerate', 
   assert.deepEqual([...leavingNodes(nodes, undefined)], [['a', 'node is draining'], ['b', 'taint maint=now:NoExecute not tolerated']]);
   assert.deepEqual([...leavingNodes(nodes, { requiredLabels: {}, tolerations: [{ key: 'maint', effect: 'NoExecute' }] }).keys()], ['a']);
 });
+
+test('volume locality: a pinned volume keeps its instances on its node; an unpinned one goes anywhere', () => {
+  const nodes = [node('n1', { name: 'alpha' }), node('n2', { name: 'beta' }), node('n3', { name: 'gamma', allocatedMb: 3584 })];
+  // Unpinned: placed as usual (spread picks the emptiest), the claim pins it there.
+  assert.equal(place(nodes, req({ volumes: [{ name: 'data', nodeId: null }] })).nodeId, 'n1');
+  // Pinned to n3: only n3 — even though it is the fullest and already has a replica.
+  nodes[2].sameApp = 1;
+  const p = place(nodes, req({ volumes: [{ name: 'data', nodeId: 'n3' }] }));
+  assert.equal(p.nodeId, 'n3');
+  assert.match(p.reason, /^on gamma: .*best of 1 fitting node\(s\); alpha volume "data" lives on node gamma; beta volume "data" lives on node gamma$/);
+  assert.deepEqual(p.nodes.map((v) => (v.fits ? 'fits' : v.reasons.join(', '))), ['volume "data" lives on node gamma', 'volume "data" lives on node gamma', 'fits']);
+  // Two volumes pinned to different nodes (a race the store refuses, but never silently): nothing fits.
+  const split = place(nodes, req({ volumes: [{ name: 'b', nodeId: 'n2' }, { name: 'a', nodeId: 'n1' }] }));
+  assert.equal(split.nodeId, null);
+  assert.equal(split.reason, 'no node fits: alpha volume "b" lives on node beta; beta volume "a" lives on node alpha; gamma volume "a" lives on node alpha, volume "b" lives on node beta');
+});
+
+test('volume locality: the volume node down, draining or full → pending with the reason; no other node stands in', () => {
+  for (const state of ['down', 'draining', 'cordoned'] as const) {
+    const nodes = [node('n1', { name: 'home', state }), node('n2', { name: 'spare' })];
+    const p = place(nodes, req({ volumes: [{ name: 'data', nodeId: 'n1' }] }));
+    assert.equal(p.nodeId, null);
+    assert.equal(p.reason, `no node fits: home is ${state}; spare volume "data" lives on node home`);
+  }
+  const full = place([node('n1', { name: 'home', memoryMb: 512, allocatedMb: 512 }), node('n2', { name: 'spare' })], req({ volumes: [{ name: 'data', nodeId: 'n1' }] }));
+  assert.equal(full.reason, 'no node fits: home needs 512 MB, has 0 MB free; spare volume "data" lives on node home');
+  // A volume pinned to a node that was removed: named by id, still nothing else takes it.
+  assert.equal(place([node('n2', { name: 'spare' })], req({ volumes: [{ name: 'data', nodeId: 'nod_gone' }] })).reason, 'no node fits: spare volume "data" lives on node nod_gone');
+});

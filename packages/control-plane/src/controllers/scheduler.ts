@@ -1,7 +1,8 @@
 /**
  * Placement is a pure function from (nodes, their current load, one request) to a decision, so
  * it can be tested with fixture clusters and explained. Filters first (node state, memory, CPU,
- * the app's required labels, taints it does not tolerate), then scores what is left:
+ * the app's required labels, taints it does not tolerate, volume locality: a volume the instance
+ * mounts lives on one node, and only that node may take it), then scores what is left:
  *   replicas  −1000 per instance of the app already on the node (spread an app across nodes),
  *   zone      −100 per instance of the app already in the node's `zone` label (and across zones),
  *   load      0..100: free share after placing (policy `spread`) or used share (policy `pack`).
@@ -41,6 +42,8 @@ export interface PlacementRequest {
   cpus: number;
   placement?: AppPlacement;
   settings?: SchedulingSettings;
+  /** Volumes the instance mounts; `nodeId` null = not pinned yet (any node may take it, and pins it). */
+  volumes?: { name: string; nodeId: string | null }[];
 }
 
 export interface ScoreParts { replicas: number; zone: number; load: number; total: number }
@@ -64,6 +67,8 @@ export function place(nodes: NodeLoad[], req: PlacementRequest): Placement {
   const tolerations = req.placement?.tolerations ?? [];
   const sorted = [...nodes].sort((a, b) => a.id.localeCompare(b.id));
   if (sorted.length === 0) return { nodeId: null, reason: 'no nodes have joined the platform', nodes: [] };
+  const nameOf = (id: string) => sorted.find((n) => n.id === id)?.name ?? id;
+  const pinned = (req.volumes ?? []).filter((v): v is { name: string; nodeId: string } => v.nodeId !== null).sort((a, b) => a.name.localeCompare(b.name));
 
   // Replicas of the app per zone, over every node (a cordoned node's replicas still occupy its zone).
   const perZone = new Map<string, number>();
@@ -75,6 +80,8 @@ export function place(nodes: NodeLoad[], req: PlacementRequest): Placement {
   const verdicts: NodeVerdict[] = sorted.map((n) => {
     const reasons: string[] = [];
     if (n.state !== 'ready') reasons.push(`is ${n.state}`);
+    // The data is on one node: no other node can stand in for it (nor does anything move it).
+    for (const v of pinned) if (v.nodeId !== n.id) reasons.push(`volume "${v.name}" lives on node ${nameOf(v.nodeId)}`);
     const freeMb = n.memoryMb - n.allocatedMb;
     if (freeMb < req.memoryMb) reasons.push(`needs ${req.memoryMb} MB, has ${Math.max(0, freeMb)} MB free`);
     const cpuCap = n.cpus * settings.cpuOvercommit;

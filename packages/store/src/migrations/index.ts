@@ -10,6 +10,7 @@ import * as m0007 from './0007_node_scheduling.ts';
 import * as m0008 from './0008_node_credentials.ts';
 import * as m0010 from './0010_cluster_routing.ts';
 import * as m0011 from './0011_nats_users.ts';
+import * as m0012 from './0012_volumes.ts';
 
 /**
  * Every migration, by name. Names sort in the order they run (Kysely sorts them); never rename
@@ -26,6 +27,7 @@ export const migrations: Record<string, Migration> = {
   '0008_node_credentials': m0008,
   '0010_cluster_routing': m0010,
   '0011_nats_users': m0011,
+  '0012_volumes': m0012,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

@@ -65,12 +65,31 @@ export class Scheduling implements SchedulingRepo {
       if (freeMb < req.memoryMb) reasons.push(`needs ${req.memoryMb} MB, has ${Math.max(0, freeMb)} MB free`);
       if (allocation.cpus + req.cpus > cpuCap + 1e-9) reasons.push(`needs ${fmt(req.cpus)} CPU, has ${fmt(Math.max(0, cpuCap - allocation.cpus))} free`);
       if (reasons.length > 0) return { placed: false, reason: `${node.name} ${reasons.join(', ')} (taken meanwhile)`, allocation };
+      // Volume locality: the instance's volumes live on this node or on none yet. Their rows are
+      // locked (PostgreSQL) so two placements pinning one volume to two nodes queue, and the
+      // second sees the first's pin. Nothing is written before every check passed.
+      // (No join here: a row PostgreSQL re-reads after waiting for its lock comes without fresh joined rows.)
+      const volumes = req.volumeIds?.length
+        ? (await sql<{ id: string; name: string; node_id: string | null }>`
+            select id, name, node_id from volumes where id in (${sql.join(req.volumeIds)}) order by id${lock}`.execute(db)).rows
+        : [];
+      const elsewhere = volumes.find((v) => v.node_id !== null && v.node_id !== req.nodeId);
+      if (elsewhere) {
+        const home = await db.selectFrom('nodes').select('name').where('id', '=', elsewhere.node_id!).executeTakeFirst();
+        return { placed: false, reason: `volume "${elsewhere.name}" lives on node ${home?.name ?? elsewhere.node_id} (pinned meanwhile)`, pinned: { [elsewhere.id]: elsewhere.node_id! } };
+      }
       // Only an instance still waiting for a node and still wanted: a claim never moves one.
       const r = await db.updateTable('instances')
         .set({ node_id: req.nodeId, placement: req.placement, last_log: '[]', updated_at: new Date().toISOString() })
         .where('id', '=', req.instanceId).where('node_id', 'is', null).where('desired', '=', 'running')
         .executeTakeFirst();
       if (Number(r.numUpdatedRows) === 0) return { placed: false, reason: 'the instance is no longer waiting for a node' };
+      const unpinned = volumes.filter((v) => v.node_id === null).map((v) => v.id);
+      if (unpinned.length > 0) {
+        const p = await db.updateTable('volumes').set({ node_id: req.nodeId }).where('id', 'in', unpinned).where('node_id', 'is', null).executeTakeFirst();
+        // Checked under lock above, so this cannot happen; if it did, the throw rolls the placement back with it.
+        if (Number(p.numUpdatedRows) !== unpinned.length) throw new Error(`volumes ${unpinned.join(', ')} were pinned by another placement meanwhile`);
+      }
       return { placed: true, allocation: { nodeId: req.nodeId, memoryMb: allocation.memoryMb + req.memoryMb, cpus: allocation.cpus + req.cpus, instances: allocation.instances + 1 } };
     });
   }
@@ -110,8 +129,8 @@ export class Scheduling implements SchedulingRepo {
     const rows = await this.c.q().selectFrom('instances')
       .select(['id', 'organization_id', 'app_id', 'release_id', 'release_version', 'process_type', 'process_index', 'node_id', 'desired', 'state', 'exit_code', 'signal',
         'oom_killed', 'restarts', 'address', 'started_at', 'restart_generation', 'created_at', 'updated_at', 'stop_after',
-        // The scheduler's explanations are long; only the "leaving <node>" notes matter to a pass.
-        sql<string | null>`case when placement like 'leaving %' then placement else null end`.as('placement')])
+        // The scheduler's explanations are long; only the "leaving <node>" and "kept on <node>" (a volume holds it) notes matter to a pass.
+        sql<string | null>`case when placement like 'leaving %' or placement like 'kept on %' then placement else null end`.as('placement')])
       .where((eb) => eb.or([eb('state', '!=', 'stopped'), eb('desired', '!=', 'stopped')]))
       .orderBy('created_at').orderBy('id')
       .execute();

@@ -6,8 +6,8 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { createHash, createPrivateKey, generateKeyPairSync, X509Certificate } from 'node:crypto';
+import { readFile, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { waitFor } from './helpers/platform.ts';
 import { appDir, knobApp } from './helpers/apps.ts';
@@ -47,6 +47,9 @@ describe('nodes that join with a token', () => {
     assert.equal(creds.apiUrl, suite.p.apiUrl);
     await waitFor('the joined node is ready', async () => (await json<any[]>(['nodes', 'list'])).find((n) => n.id === creds.nodeId)?.state === 'ready', 30_000, 300);
     assert.match(joined.daemon.output, /Blobs: +http:\/\/127\.0\.0\.1:\d+ \(joined/);
+    // Its cluster certificate (router-to-router mTLS): its own key (0600), signed by the install CA for its node id.
+    await clusterCertOf(joined.dataDir, creds.nodeId);
+    assert.match(joined.daemon.output, /Cluster: +other nodes' routers reach this node's apps at \S+ \(mutual TLS/);
   });
 
   test('an app deployed after the join runs on the joined node, its artifact fetched over HTTP', async () => {
@@ -86,10 +89,51 @@ describe('nodes that join with a token', () => {
     assert.equal((await get('0'.repeat(64), `Node ${creds.nodeId}:${creds.secret}`)).status, 404);
   });
 
-  test('a restart needs no join token: the saved credentials are used, same node id', async () => {
+  test('the cluster certificate route: a new certificate for the calling node only, for a P-256 public key', async () => {
+    const post = (body: unknown, authorization?: string) => fetch(`${suite.p.apiUrl}/v1/node/certificate`, {
+      method: 'POST', headers: { 'content-type': 'application/json', ...(authorization ? { authorization } : {}) }, body: JSON.stringify(body),
+    });
+    const publicKey = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).publicKey.export({ type: 'spki', format: 'pem' }) as string;
+    const good = await post({ publicKey }, `Node ${creds.nodeId}:${creds.secret}`);
+    assert.equal(good.status, 200);
+    const issued = await good.json() as { certPem: string; caPem: string; notAfter: string };
+    const cert = new X509Certificate(issued.certPem);
+    assert.equal(cert.subjectAltName, `URI:shellwego://node/${creds.nodeId}`);
+    assert.ok(cert.verify(new X509Certificate(await readFile(join(suite.p.serverDir, 'tls', 'local-ca.pem'), 'utf8')).publicKey));
+    assert.equal(new Date(cert.validTo).toISOString(), issued.notAfter);
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ type: 'spki', format: 'pem' }) as string;
+    const bad = await post({ publicKey: rsa }, `Node ${creds.nodeId}:${creds.secret}`);
+    assert.equal(bad.status, 400);
+    assert.equal((await bad.json()).error.code, 'invalid_public_key');
+    const firstId = (await readFile(join(suite.p.nodeDir, 'node-id'), 'utf8')).trim();
+    assert.equal((await post({ publicKey }, `Node ${firstId}:${creds.secret}`)).status, 401, "another node's id");
+    assert.equal((await post({ publicKey })).status, 401);
+
+    // At join: a bad public key uses up nothing; a good one gets the certificate in the answer.
+    const token = await joinToken();
+    const joinWith = (clusterPublicKey: string) => fetch(`${suite.p.apiUrl}/v1/nodes/join`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ token, name: 'cert-join', isolation: 'none', capacity: { cpus: 1, memoryMb: 512 }, clusterPublicKey }),
+    });
+    const refusedKey = await joinWith('-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n');
+    assert.equal(refusedKey.status, 400);
+    assert.equal((await refusedKey.json()).error.code, 'invalid_public_key');
+    assert.equal(await nodeCount(), 2, 'nothing registered');
+    const accepted = await joinWith(publicKey);
+    assert.equal(accepted.status, 201, 'the token was not used up by the refused join');
+    const answer = await accepted.json() as { nodeId: string; cluster: { certPem: string } };
+    assert.equal(new X509Certificate(answer.cluster.certPem).subjectAltName, `URI:shellwego://node/${answer.nodeId}`);
+    await ok(['nodes', 'remove', answer.nodeId]);
+  });
+
+  test('a restart needs no join token: the saved credentials are used, same node id; a missing cluster certificate is asked for again', async () => {
     joined.token = null;
     await joined.daemon.stop();
+    const before = await clusterCertOf(joined.dataDir, creds.nodeId);
+    await rm(join(joined.dataDir, 'cluster-tls'), { recursive: true });
     await joined.daemon.start();
+    const after = await clusterCertOf(joined.dataDir, creds.nodeId);
+    assert.notEqual(after.fingerprint256, before.fingerprint256, 'a new certificate');
     assert.equal((await readFile(join(joined.dataDir, 'node-id'), 'utf8')).trim(), creds.nodeId);
     await waitFor('served again', async () => (await suite.p.fetchViaRouterPort(joined.routerPort, 'joined')).status === 200, 60_000, 300);
     assert.equal(await nodeCount(), 2);
@@ -115,4 +159,16 @@ async function cachedBlobs(dataDir: string): Promise<{ digest: string; path: str
   const out = [];
   for (const prefix of await readdir(root)) for (const digest of await readdir(join(root, prefix))) out.push({ digest, path: join(root, prefix, digest) });
   return out;
+}
+
+/** The node's saved cluster certificate, checked: key 0600 and the certificate's, identity, issuer = the install CA. */
+async function clusterCertOf(dataDir: string, nodeId: string): Promise<X509Certificate> {
+  const dir = join(dataDir, 'cluster-tls');
+  assert.equal((await stat(join(dir, 'key.pem'))).mode & 0o777, 0o600);
+  const cert = new X509Certificate(await readFile(join(dir, 'cert.pem'), 'utf8'));
+  assert.equal(cert.subjectAltName, `URI:shellwego://node/${nodeId}`);
+  assert.ok(cert.checkPrivateKey(createPrivateKey(await readFile(join(dir, 'key.pem'), 'utf8'))));
+  const ca = new X509Certificate(await readFile(join(suite.p.serverDir, 'tls', 'local-ca.pem'), 'utf8'));
+  assert.ok(cert.checkIssued(ca) && cert.verify(ca.publicKey), 'signed by the install CA');
+  return cert;
 }

@@ -106,6 +106,14 @@ describe('several hosts (network namespaces)', () => {
     const connectFrom = (ns: string) => new Promise<boolean>((resolve) => execFile('ip', ['netns', 'exec', ns, 'timeout', '3', 'bash', '-c', `exec 3<>/dev/tcp/${addr}/${port}`], (err) => resolve(!err)));
     assert.equal(await connectFrom(b.host.ns), true, `node ${b.host.ns} reaches its own instance at ${onB.address}`);
     assert.equal(await connectFrom(a.host.ns), false, `node ${a.host.ns} must not reach ${onB.address} on ${b.host.ns} directly`);
+    // B's cluster port speaks mutual TLS only (ADR 0022): plain http and TLS without a node certificate get nothing; A's certificate gets an answer.
+    const clusterAt = /reach this node's apps at (\S+) \(mutual TLS/.exec(b.daemon.output)?.[1];
+    assert.ok(clusterAt, b.daemon.output.slice(-2000));
+    const curlFrom = (ns: string, args: string[]) => new Promise<string>((resolve) => execFile('ip', ['netns', 'exec', ns, 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '5', ...args], (_err, stdout) => resolve(String(stdout))));
+    const tlsA = join(a.dataDir, 'cluster-tls');
+    assert.equal(await curlFrom(a.host.ns, [`http://${clusterAt}/`]), '000', 'plain http');
+    assert.equal(await curlFrom(a.host.ns, ['-k', `https://${clusterAt}/`]), '000', 'TLS without a client certificate');
+    assert.equal(await curlFrom(a.host.ns, ['-k', '--cert', join(tlsA, 'cert.pem'), '--key', join(tlsA, 'key.pem'), `https://${clusterAt}/`]), '403', "a node's certificate without the cluster token: refused by the router");
   });
 
   test("drain a node under load through another node's router: zero failed requests", async () => {

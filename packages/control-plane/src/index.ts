@@ -39,7 +39,7 @@ export type { TlsMode, TlsSettings } from './domains/manager.ts';
 export type { BootstrapResult } from './auth.ts';
 export { hashPassword, verifyPassword } from './passwords.ts';
 export { certFingerprint, installCa } from './domains/install-ca.ts';
-export { issueLeaf, createCa, loadCa } from './domains/local-ca.ts';
+export { issueLeaf, createCa, loadCa, issueNodeLeaf, importNodePublicKey } from './domains/local-ca.ts';
 export type { IssuedPem, LocalCa } from './domains/local-ca.ts';
 
 export const handlers: Handlers = { ...identityHandlers, ...appHandlers, ...streamHandlers, ...webhookHandlers, ...deploymentHandlers, ...imageHandlers, ...domainHandlers, ...nodeHandlers, ...nodeJoinHandlers, ...volumeHandlers };

@@ -335,6 +335,13 @@ const route = <const T extends RouteDef>(def: T): T => def;
 const AppParams = z.strictObject({ app: z.string().min(1) });
 const strict = z.strictObject;
 
+/** A node's cluster certificate (router-to-router mTLS, ADR 0022). */
+const NodeCertificate = z.object({
+  certPem: z.string().describe('identity: URI SAN shellwego://node/<node id>; serverAuth and clientAuth'),
+  caPem: z.string().describe("the install's CA: the only trust root of router-to-router hops"),
+  notAfter: z.string(),
+});
+
 export const routes = {
   health: route({
     method: 'GET', path: '/v1/health', summary: 'Liveness of the API', auth: 'none',
@@ -685,13 +692,20 @@ export const routes = {
       name: z.string().trim().min(1).max(253),
       isolation: z.string().min(1).max(32),
       capacity: strict({ cpus: z.number().int().min(1).max(4096), memoryMb: z.number().int().min(1), diskMb: z.number().int().min(0).optional() }),
+      clusterPublicKey: z.string().max(4096).optional().describe("the node's own ECDSA P-256 public key (SPKI PEM): the answer carries its cluster certificate for it (router-to-router mTLS)"),
     }),
     response: z.object({
       nodeId: z.string(), secret: z.string(),
+      cluster: NodeCertificate.nullable().describe('the cluster certificate for clusterPublicKey (null: none asked for)'),
       caPem: z.string().nullable().describe("the install's CA (https API): the node checks it against the fingerprint it pinned"),
       natsUsesInstallCa: z.boolean().describe("nats-server's certificate is signed by that CA: the node verifies NATS against it"),
       natsCreds: z.string().nullable().describe("the node's NATS user credentials (.creds: JWT + seed), allowed only its own subjects (null: NATS without authentication)"),
     }), status: 201,
+  }),
+  issueNodeCertificate: route({
+    method: 'POST', path: '/v1/node/certificate', summary: "A new cluster certificate for the calling node's public key (Authorization: Node <node id>:<secret>; renewal)", auth: 'none',
+    body: strict({ publicKey: z.string().min(1).max(4096).describe('ECDSA P-256 public key, SPKI PEM') }),
+    response: NodeCertificate,
   }),
   getNodeBlob: route({
     method: 'GET', path: '/v1/node/blobs/:digest', summary: 'A build artifact by sha256, for nodes (Authorization: Node <node id>:<secret>; streams application/octet-stream)', auth: 'none',

@@ -8,3 +8,4 @@ export * from './api.ts';
 export * from './openapi.ts';
 export * from './messages.ts';
 export * from './route-sync.ts';
+export * from './node-identity.ts';

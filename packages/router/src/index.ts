@@ -3,6 +3,7 @@
  * instances, fed by the route table the control plane publishes on the bus.
  */
 export { createRouter } from './router.ts';
+export type { ClusterIdentity } from './cluster.ts';
 export type { Router, RouterOptions } from './router.ts';
 export { CertificateStore, ChallengeTokens } from './tls.ts';
 export type { RouterTlsOptions } from './tls.ts';

@@ -1,4 +1,5 @@
 import http from 'node:http';
+import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
@@ -18,7 +19,8 @@ import type { MetricsRegistry } from './metrics.ts';
 import { proxyUpgrade } from './upgrade.ts';
 import { UpstreamPool } from './upstream.ts';
 import { TlsFrontend } from './tls.ts';
-import { UNDELIVERED_CODES, hopHeaders, hopRefusal, scanHopRequest } from './cluster.ts';
+import { ClusterTls, UNDELIVERED_CODES, hopHeaders, hopRefusal, peerNodeId, scanHopRequest } from './cluster.ts';
+import type { ClusterIdentity } from './cluster.ts';
 import type { RouterTlsOptions } from './tls.ts';
 import type { UpstreamConn, UpstreamHandler } from './upstream.ts';
 
@@ -60,8 +62,13 @@ export interface RouterOptions {
   tls?: RouterTlsOptions;
   /** The node this router runs on: its instances are reached directly, other nodes' through their routers (cluster.ts). */
   nodeId?: string;
-  /** Take requests for this node's instances from other nodes' routers here (needs `nodeId`); port 0 picks a free one. */
-  cluster?: { host: string; port: number };
+  /**
+   * Take requests for this node's instances from other nodes' routers here (needs `nodeId`);
+   * port 0 picks a free one. `tls`: this node's cluster certificate from the install CA — the
+   * listener speaks only mutual TLS, and hops to other nodes present it (ADR 0022). A router
+   * without `cluster` reaches every instance directly.
+   */
+  cluster?: { host: string; port: number; tls: ClusterIdentity };
   /**
    * The address (host:port) an instance of this node runs at now, or null (from the agent): lets
    * the cluster listener still reach an instance that just left the route table (it drains),
@@ -77,6 +84,8 @@ export interface Router {
   httpsPort: number | null;
   /** The cluster listener's port; null without `cluster`. */
   clusterPort: number | null;
+  /** A renewed cluster certificate: new hops (both ways) use it, open connections keep theirs. Throws if it is unusable. */
+  setClusterIdentity(identity: ClusterIdentity): void;
   /** Stops accepting, lets in-flight requests finish (bounded), closes everything. Idempotent. */
   close(): Promise<void>;
   /** The route table currently in force (a copy). */
@@ -329,9 +338,12 @@ export async function createRouter(opts: RouterOptions): Promise<Router> {
   const timed = logger !== undefined || metrics !== null;
 
   if (opts.cluster && !opts.nodeId) throw new Error('a router with a cluster listener needs its nodeId');
-  const table = new RouteTable(staleAfterMs, opts.nodeId ?? null);
+  const clusterTls = opts.cluster ? new ClusterTls(opts.cluster.tls) : null;
+  const table = new RouteTable(staleAfterMs, opts.nodeId ?? null, clusterTls !== null);
   const hosts = new HostCache();
-  const pool = new UpstreamPool({ connectTimeoutMs, idleMs: opts.upstreamIdleMs ?? 30_000, maxIdlePerBackend: 512 });
+  // Another node's router: mutual TLS, its certificate must name the node the table says (cluster.ts).
+  const connectVia = clusterTls === null ? undefined : (b: Backend) => clusterTls.connect(b.host, b.port, b.nodeId!);
+  const pool = new UpstreamPool({ connectTimeoutMs, idleMs: opts.upstreamIdleMs ?? 30_000, maxIdlePerBackend: 512, connectVia });
   const upgraded = new Set<Socket>();
   let drained: (() => void) | null = null;
   const tlsFront = opts.tls ? new TlsFrontend(opts.bus, opts.tls, table, hosts, logger) : null;
@@ -372,7 +384,7 @@ export async function createRouter(opts: RouterOptions): Promise<Router> {
     const ex = new Exchange(shared, req, res, hop);
     ex.hopped = true;
     ex.hostname = hosts.get(hop.host);
-    const refused = hopRefusal(hop, (t) => table.acceptsToken(t));
+    const refused = hopRefusal(hop, (t) => table.acceptsToken(t), peerNodeId(req.socket), (n) => table.isClusterMember(n));
     if (refused !== null) return ex.reply(refused.err, refused.message);
     const backend = table.localInstance(hop.instanceId!, opts.runningAt);
     if (backend === undefined) return ex.reply(routerErrors.instanceNotOnNode, `instance ${hop.instanceId} does not run on node ${opts.nodeId} (or is not in its route table yet)`);
@@ -385,7 +397,7 @@ export async function createRouter(opts: RouterOptions): Promise<Router> {
   server.keepAliveTimeout = opts.keepAliveTimeoutMs ?? 65_000;
   const onUpgrade = (req: IncomingMessage, socket: Socket, head: Buffer): void => {
     const p = (socket as TLSSocket).encrypted ? 'https' : proto;
-    proxyUpgrade({ table, hosts, proto: p, connectTimeoutMs, unhealthyMs, logger, metrics, upgraded, closing: () => shared.closing, clusterToken: () => table.clusterToken }, req, socket, head);
+    proxyUpgrade({ table, hosts, proto: p, connectTimeoutMs, unhealthyMs, logger, metrics, upgraded, closing: () => shared.closing, clusterToken: () => table.clusterToken, connectVia }, req, socket, head);
   };
   server.on('upgrade', onUpgrade);
   const onClientError = (err: NodeJS.ErrnoException, socket: Socket): void => {
@@ -400,21 +412,24 @@ export async function createRouter(opts: RouterOptions): Promise<Router> {
   };
   server.on('clientError', onClientError);
 
-  let clusterServer: http.Server | null = null;
-  if (opts.cluster) {
-    clusterServer = http.createServer({ requireHostHeader: false, requestTimeout: 0, headersTimeout: 60_000, noDelay: true }, onHopRequest);
+  let clusterServer: https.Server | null = null;
+  if (opts.cluster && clusterTls !== null) {
+    // Mutual TLS only: a peer without a certificate from the install CA fails the handshake.
+    clusterServer = https.createServer({ ...clusterTls.serverOptions(), requireHostHeader: false, requestTimeout: 0, headersTimeout: 60_000, noDelay: true }, onHopRequest);
     clusterServer.keepAliveTimeout = server.keepAliveTimeout;
     clusterServer.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
       const hop = scanHopRequest(req.rawHeaders, true);
-      const refused = hopRefusal(hop, (t) => table.acceptsToken(t));
+      const refused = hopRefusal(hop, (t) => table.acceptsToken(t), peerNodeId(socket), (n) => table.isClusterMember(n));
       const backend = refused === null ? table.localInstance(hop.instanceId!, opts.runningAt) : undefined;
       const failure = refused ?? (backend === undefined ? { err: routerErrors.instanceNotOnNode, message: `instance ${hop.instanceId} does not run on node ${opts.nodeId}` } : null);
       proxyUpgrade(
-        { table, hosts, proto, connectTimeoutMs, unhealthyMs, logger, metrics, upgraded, closing: () => shared.closing, clusterToken: () => table.clusterToken },
+        { table, hosts, proto, connectTimeoutMs, unhealthyMs, logger, metrics, upgraded, closing: () => shared.closing, clusterToken: () => table.clusterToken, connectVia },
         req, socket, head, { scan: hop, route: backend === undefined ? null : hopRoute(hosts.get(hop.host), backend), failure },
       );
     });
     clusterServer.on('clientError', onClientError);
+    // Handshakes that fail (no certificate, another CA) end there; logged at debug, they are not the cluster's traffic.
+    clusterServer.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => logger?.debug({ err: err.code ?? err.message, from: socket.remoteAddress }, 'cluster listener refused a TLS client'));
   }
 
   // ---- route table from the bus ------------------------------------------------------------
@@ -540,7 +555,13 @@ export async function createRouter(opts: RouterOptions): Promise<Router> {
     return closed;
   };
 
-  return { port, httpsPort, clusterPort, close, table: () => table.snapshot() };
+  const setClusterIdentity = (identity: ClusterIdentity): void => {
+    if (clusterTls === null || clusterServer === null) throw new Error('this router has no cluster listener');
+    clusterTls.set(identity);
+    clusterServer.setSecureContext(clusterTls.serverOptions());
+  };
+
+  return { port, httpsPort, clusterPort, close, table: () => table.snapshot(), setClusterIdentity };
 }
 
 /** A one-backend route for a request another router sent to this node's instance (no retry elsewhere). */

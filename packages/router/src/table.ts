@@ -118,8 +118,10 @@ export class RouteTable {
    * @param staleAfterMs a table older than this may be replaced by a lower version: the control
    *   plane's counter restarts at 1 when it restarts, and the router must follow it.
    * @param localNodeId the node this router runs on: other nodes' instances go through their routers.
+   * @param hops whether this router can hop (it has its node's cluster certificate, cluster.ts);
+   *   without one it reaches every instance directly, as before cross-node routing.
    */
-  constructor(private readonly staleAfterMs: number, private readonly localNodeId: string | null = null) {}
+  constructor(private readonly staleAfterMs: number, private readonly localNodeId: string | null = null, private readonly hops = localNodeId !== null) {}
 
   get version(): number | null {
     return this.message ? this.message.version : null;
@@ -152,6 +154,12 @@ export class RouteTable {
   /** The cluster token this router presents to other nodes' routers (undefined: none published). */
   get clusterToken(): string | undefined {
     return this.message?.clusterToken;
+  }
+
+  /** Whether `nodeId` is in the current table's `nodes` map: the nodes whose routers may hop here (ADR 0022). */
+  isClusterMember(nodeId: string): boolean {
+    const nodes = this.message?.nodes;
+    return nodes !== undefined && Object.hasOwn(nodes, nodeId);
   }
 
   /** Whether another router's token is one of the control plane's (current, or the one before). */
@@ -201,7 +209,7 @@ export class RouteTable {
       const weights: number[] = [];
       for (const b of entry.backends) {
         // Another node's instance goes through that node's router when the table names it.
-        const via = b.nodeId !== undefined && b.nodeId !== this.localNodeId && nodes[b.nodeId] !== undefined ? nodes[b.nodeId] : null;
+        const via = this.hops && b.nodeId !== undefined && b.nodeId !== this.localNodeId && nodes[b.nodeId] !== undefined ? nodes[b.nodeId] : null;
         const key = via === null ? `${b.instanceId}@${b.address}` : `${b.instanceId}@${b.address}>${via}`;
         let backend = backends.get(key) ?? this.backends.get(key);
         if (!backend) {

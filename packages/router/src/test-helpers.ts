@@ -4,6 +4,8 @@
  * this workspace; the framing here is the real protocol over real sockets).
  */
 import http from 'node:http';
+import https from 'node:https';
+import type tls from 'node:tls';
 import type { IncomingHttpHeaders, IncomingMessage, RequestListener, Server } from 'node:http';
 import net from 'node:net';
 import { spawn } from 'node:child_process';
@@ -115,9 +117,10 @@ export interface Reply {
   text: string;
 }
 
-export function request(port: number, opts: { method?: string; path?: string; headers?: Record<string, string>; body?: Buffer | string; agent?: http.Agent | false } = {}): Promise<Reply> {
+/** `tls`: over TLS with these options (a cluster listener: client certificate, CA). */
+export function request(port: number, opts: { method?: string; path?: string; headers?: Record<string, string>; body?: Buffer | string; agent?: http.Agent | false; tls?: tls.ConnectionOptions } = {}): Promise<Reply> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method: opts.method ?? 'GET', path: opts.path ?? '/', headers: opts.headers, agent: opts.agent ?? false }, (res) => {
+    const req = (opts.tls ? https : http).request({ host: '127.0.0.1', port, method: opts.method ?? 'GET', path: opts.path ?? '/', headers: opts.headers, agent: opts.agent ?? false, ...opts.tls }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
@@ -240,11 +243,11 @@ export interface WsClient {
   closed: Promise<void>;
 }
 
-export function wsConnect(port: number, host: string, path = '/', extraHeaders: Record<string, string> = {}): Promise<WsClient> {
+export function wsConnect(port: number, host: string, path = '/', extraHeaders: Record<string, string> = {}, tlsOpts?: tls.ConnectionOptions): Promise<WsClient> {
   return new Promise((resolve, reject) => {
     const key = randomBytes(16).toString('base64');
-    const req = http.request({
-      host: '127.0.0.1', port, path, agent: false,
+    const req = (tlsOpts ? https : http).request({
+      host: '127.0.0.1', port, path, agent: false, ...tlsOpts,
       headers: { Host: host, Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Key': key, 'Sec-WebSocket-Version': '13', ...extraHeaders },
     });
     req.on('error', reject);

@@ -24,6 +24,8 @@ export interface UpgradeDeps {
   closing: () => boolean;
   /** The cluster token for another node's router (cluster.ts). */
   clusterToken: () => string | undefined;
+  /** Opens the mutual-TLS connection to another node's router (backends with `via`); see upstream.ts. */
+  connectVia?: (backend: Backend) => Socket;
 }
 
 /** An upgrade another node's router sent to the cluster listener: checked there, headers kept as sent. */
@@ -97,14 +99,19 @@ export function proxyUpgrade(deps: UpgradeDeps, req: IncomingMessage, socket: So
       if (token === undefined) return fail(routerErrors.backendUnavailable, `instance of ${route.appName} is on another node and the route table has no cluster token`);
       headers = headers.concat(hopHeaders(b.instanceId, token));
     }
-    const upstream = http.request({ host: b.host, port: b.port, method: req.method, path: req.url, headers, agent: false });
+    const via = b.via !== null ? deps.connectVia : undefined;
+    // Without an agent, createConnection gives the request its socket: the TLS one for a hop.
+    const upstream = via
+      ? http.request({ host: b.host, port: b.port, method: req.method, path: req.url, headers, createConnection: () => via(b) })
+      : http.request({ host: b.host, port: b.port, method: req.method, path: req.url, headers, agent: false });
     upstream.on('socket', (s: Socket) => {
-      if (!s.connecting) {
+      if (!via && !s.connecting) {
         connected = true;
         return;
       }
       const timer = setTimeout(() => s.destroy(connectTimeoutError(deps.connectTimeoutMs)), deps.connectTimeoutMs);
-      s.once('connect', () => {
+      // Over TLS the handshake (and the peer's identity check) must have succeeded too.
+      s.once(via ? 'secureConnect' : 'connect', () => {
         clearTimeout(timer);
         connected = true;
       });

@@ -76,6 +76,11 @@ export interface PoolOptions {
   idleMs: number;
   /** At most this many idle connections are kept per backend. */
   maxIdlePerBackend: number;
+  /**
+   * Opens a connection to another node's router (backends with `via`): TLS, ready at
+   * 'secureConnect' (cluster.ts). Pooled like any other connection.
+   */
+  connectVia?: (backend: Backend) => Socket;
 }
 
 /** Keep-alive pools for all backends (the idle stack lives on each Backend object). */
@@ -193,7 +198,8 @@ export class UpstreamConn {
 
   constructor(private readonly pool: UpstreamPool, readonly backend: Backend) {
     this.idleLimitMs = pool.opts.idleMs;
-    const socket = net.connect({ host: backend.host, port: backend.port, noDelay: true });
+    const via = backend.via !== null ? pool.opts.connectVia : undefined;
+    const socket = via ? via(backend) : net.connect({ host: backend.host, port: backend.port, noDelay: true });
     this.socket = socket;
     const ms = pool.opts.connectTimeoutMs;
     this.connectTimer = setTimeout(() => {
@@ -201,7 +207,9 @@ export class UpstreamConn {
       err.code = 'ETIMEDOUT';
       socket.destroy(err);
     }, ms);
-    socket.on('connect', () => this.onConnect());
+    // Over TLS "connected" means the handshake (and the peer's identity check) succeeded: until
+    // then nothing was sent, so a refused peer is a connect failure like a refused port.
+    socket.on(via ? 'secureConnect' : 'connect', () => this.onConnect());
     socket.on('data', (d: Buffer) => this.onData(d));
     socket.on('end', () => this.onEnd());
     socket.on('error', (err: NodeJS.ErrnoException) => {

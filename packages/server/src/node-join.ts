@@ -13,6 +13,8 @@ import { cpus, hostname, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { nodeRequest, normalizeFingerprint, pemFingerprint, probeCa, readJson } from '@shellwego/store';
 import type { TlsPin } from '@shellwego/store';
+import { newNodeKey, saveNodeCert } from './node-cert.ts';
+import type { IssuedNodeCert } from './node-cert.ts';
 
 export interface NodeCredentials {
   apiUrl: string;
@@ -93,7 +95,9 @@ export async function nodeCredentials(opts: { dataDir: string; joinUrl: string |
     (opts.warn ?? ((m: string) => process.stderr.write(`${m}\n`)))(`WARNING: no --ca-fingerprint given: trusting the CA ${apiUrl} presented on first use (${ca.fingerprint}). ` +
       'Compare it with the fingerprint `shellwego nodes token` prints; if they differ, remove node-credentials.json from the node\'s data dir and join again with --ca-fingerprint.');
   }
-  const creds = await join_(apiUrl, opts.joinToken, opts.isolation, ca);
+  // The cluster certificate's key pair is made here: only the public key is sent (ADR 0022).
+  const clusterKey = newNodeKey();
+  const { creds, cluster } = await join_(apiUrl, opts.joinToken, opts.isolation, ca, clusterKey.publicKeyPem);
   // Written whole or not at all; 0600: the secret is this node's identity.
   await mkdir(opts.dataDir, { recursive: true, mode: 0o711 });
   const file = join(opts.dataDir, FILE);
@@ -101,17 +105,19 @@ export async function nodeCredentials(opts: { dataDir: string; joinUrl: string |
   await rename(`${file}.tmp`, file);
   // The node id file other tools read (and stableNodeId) names the id the control plane gave.
   await writeFile(join(opts.dataDir, 'node-id'), creds.nodeId + '\n', { mode: 0o600 });
+  // Without one (an older control plane, or a bad answer) the node asks for it again at start.
+  if (cluster) await saveNodeCert(opts.dataDir, creds.nodeId, cluster, clusterKey.keyPem).catch((err: unknown) => opts.warn?.(`the cluster certificate from the join answer is unusable (${(err as Error).message}): asking for another one`));
   return { ...creds, apiUrls: apiUrls! };
 }
 
-async function join_(apiUrl: string, token: string, isolation: string, pin: TlsPin | null): Promise<NodeCredentials> {
+async function join_(apiUrl: string, token: string, isolation: string, pin: TlsPin | null, clusterPublicKey: string): Promise<{ creds: NodeCredentials; cluster: IssuedNodeCert | null }> {
   let status: number;
-  let body: { nodeId?: string; secret?: string; caPem?: string | null; natsUsesInstallCa?: boolean; natsCreds?: string | null; error?: { message?: string } } | null;
+  let body: { nodeId?: string; secret?: string; caPem?: string | null; natsUsesInstallCa?: boolean; natsCreds?: string | null; cluster?: IssuedNodeCert | null; error?: { message?: string } } | null;
   try {
     const res = await nodeRequest(`${apiUrl}/v1/nodes/join`, {
       method: 'POST', pin,
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ token, name: hostname(), isolation, capacity: { cpus: cpus().length, memoryMb: Math.floor(totalmem() / 1024 / 1024) } }),
+      body: JSON.stringify({ token, name: hostname(), isolation, capacity: { cpus: cpus().length, memoryMb: Math.floor(totalmem() / 1024 / 1024) }, clusterPublicKey }),
     });
     status = res.statusCode ?? 0;
     body = (await readJson(res)) as typeof body;
@@ -126,5 +132,8 @@ async function join_(apiUrl: string, token: string, isolation: string, pin: TlsP
   if (pin && (!body.caPem || pemFingerprint(body.caPem) !== pin.fingerprint)) {
     throw new Error(`the control plane at ${apiUrl} says its CA is ${body.caPem ? pemFingerprint(body.caPem) : 'none (plain http)'}, not the pinned ${pin.fingerprint}: refusing to join (check the server's SHELLWEGO_API_TLS_* settings)`);
   }
-  return { apiUrl, nodeId: body.nodeId, secret: body.secret, ca: pin, natsUsesInstallCa: pin !== null && body.natsUsesInstallCa === true, natsCreds: body.natsCreds ?? null };
+  return {
+    creds: { apiUrl, nodeId: body.nodeId, secret: body.secret, ca: pin, natsUsesInstallCa: pin !== null && body.natsUsesInstallCa === true, natsCreds: body.natsCreds ?? null },
+    cluster: body.cluster?.certPem && body.cluster.caPem ? body.cluster : null,
+  };
 }

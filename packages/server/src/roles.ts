@@ -18,6 +18,7 @@ import type { IsolationMode } from '@shellwego/sandbox';
 import { createAgent } from '@shellwego/agent';
 import { createBuilder } from '@shellwego/builder';
 import { createRouter } from '@shellwego/router';
+import type { ClusterIdentity } from '@shellwego/router';
 import type { Router } from '@shellwego/router';
 import type { BootstrapResult } from '@shellwego/control-plane';
 import type { AllInOneConfig } from './config.ts';
@@ -125,7 +126,7 @@ export function startBuilder(config: AllInOneConfig, parts: { bus: Bus; blobs: F
  */
 export async function startNodeRole<X extends object = Record<never, never>>(
   config: AllInOneConfig,
-  parts: { dataDir: string; nodeId: string; bus: Bus; blobs: BlobStore; logger: Logger; cluster?: { advertiseAddress: string; port: number } },
+  parts: { dataDir: string; nodeId: string; bus: Bus; blobs: BlobStore; logger: Logger; cluster?: { advertiseAddress: string; port: number; tls: ClusterIdentity } },
   beforeAgent?: (started: { runtime: Awaited<ReturnType<typeof createRuntime>>; router: Router }) => X,
 ) {
   const { dataDir, nodeId, bus, blobs, logger } = parts;
@@ -135,7 +136,7 @@ export async function startNodeRole<X extends object = Record<never, never>>(
     bus, host: config.bind, port: config.routerPort, logger: logger.child({ part: 'router' }), nodeId,
     ...(config.tls.mode === 'off' ? {} : { tls: { port: config.tls.httpsPort } }),
     // Other nodes' routers reach this node's instances through here (routing across nodes).
-    ...(parts.cluster ? { cluster: { host: parts.cluster.advertiseAddress, port: parts.cluster.port } } : {}),
+    ...(parts.cluster ? { cluster: { host: parts.cluster.advertiseAddress, port: parts.cluster.port, tls: parts.cluster.tls } } : {}),
     runningAt: (id) => {
       const i = agentRef?.instances().find((x) => x.instanceId === id);
       return i && (i.state === 'running' || i.state === 'unhealthy') ? i.address : null;

@@ -18,6 +18,7 @@ import { splitConfigFromEnv } from './config.ts';
 import type { SplitConfig } from './config.ts';
 import { stableNodeId } from './util.ts';
 import { nodeCredentials } from './node-join.ts';
+import { renewNodeCertDaily, startupNodeCert } from './node-cert.ts';
 import { nodeNatsAuth, serverNatsAuth } from './nats-auth.ts';
 import { startNatsRevocations } from './nats-revocations.ts';
 import { endpoint } from './advertise.ts';
@@ -164,9 +165,23 @@ export async function startNode(config: SplitConfig, logger: Logger = pino({ lev
     ? new FailoverBlobStore({ apiUrls: creds.apiUrls ?? [creds.apiUrl], authorization: `Node ${creds.nodeId}:${creds.secret}`, cacheDir: join(config.nodeDataDir, 'blobs'), pin: creds.ca, warn: (m) => logger.warn(m) })
     : new FileBlobStore(config.blobsDir);
 
+  // Router-to-router hops are mutual TLS with this node's certificate (ADR 0022): without one
+  // there is no cluster listener, and this router reaches other nodes' instances directly.
+  const clusterCert = creds ? await startupNodeCert(creds, config.nodeDataDir, logger) : null;
+  if (creds && !clusterCert) {
+    logger.error(`no cluster certificate: the cluster listener is not started, so other nodes' routers cannot reach this node's apps (and its router reaches other nodes' apps only if their addresses are routable from here). ` +
+      `The node asks the control plane at ${creds.apiUrl} for one at every start: restart it once the control plane answers (a control plane older than this node's cannot issue one: upgrade it first).`);
+  } else if (!creds) {
+    logger.warn('this node did not join over the network (no --join): it has no cluster certificate, so no cluster listener; routers reach its apps, and it reaches other nodes\' apps, directly (one host only). Join with --join <API URL> --token <join token> for routing across hosts.');
+  }
   const { runtime, router, agent } = await startNodeRole(config, {
-    dataDir: config.nodeDataDir, nodeId, bus, blobs, logger, cluster: { advertiseAddress: config.advertiseAddress, port: config.clusterPort },
+    dataDir: config.nodeDataDir, nodeId, bus, blobs, logger,
+    ...(clusterCert ? { cluster: { advertiseAddress: config.advertiseAddress, port: config.clusterPort, tls: clusterCert } } : {}),
   });
+  const renewal = creds && clusterCert ? renewNodeCertDaily(creds, config.nodeDataDir, clusterCert, (c) => {
+    router.setClusterIdentity(c);
+    logger.info({ notAfter: c.notAfter.toISOString() }, 'node cluster certificate renewed: new hops use it');
+  }, logger) : null;
 
   const hostForUrl = urlHost(config.bind);
   let closed = false;
@@ -181,6 +196,7 @@ export async function startNode(config: SplitConfig, logger: Logger = pino({ lev
     async close(opts = {}) {
       if (closed) return;
       closed = true;
+      renewal?.close();
       await router.close();
       await agent.stop({ leaveRunning: opts.keepAppsRunning ?? config.keepAppsRunning });
       await runtime.close();
@@ -259,7 +275,9 @@ export async function runSplit(role: 'server' | 'node', opts: SplitCommandOption
       process.stdout.write(
         `\nShellWeGo node ${n.nodeId} is running (isolation: ${config.isolation}, data: ${config.nodeDataDir}, NATS: ${config.natsUrls.join(',')})\n` +
         `  Apps:     http://<app>.${config.baseDomain}:${n.routerPort}${n.httpsUrl ? `   and https on port ${new URL(n.httpsUrl).port}` : ''}\n` +
-        `  Cluster:  other nodes' routers reach this node's apps at ${n.clusterEndpoint} (SHELLWEGO_ADVERTISE_ADDRESS, SHELLWEGO_CLUSTER_PORT)\n` +
+        (n.clusterEndpoint
+          ? `  Cluster:  other nodes' routers reach this node's apps at ${n.clusterEndpoint} (mutual TLS, node certificate in ${join(config.nodeDataDir, 'cluster-tls')}; SHELLWEGO_ADVERTISE_ADDRESS, SHELLWEGO_CLUSTER_PORT)\n`
+          : "  Cluster:  none (no node certificate, see the log): other nodes' routers cannot hop here\n") +
         `  Blobs:    ${n.blobsFrom}\n` +
         `  The node keeps serving its apps while the control plane is away.\n\n`,
       );

@@ -11,6 +11,7 @@ import type { JoinTokenRefusal, Store } from '@shellwego/store';
 import { STREAMED } from '../http.ts';
 import type { Handlers } from '../http.ts';
 import { hashToken } from '../passwords.ts';
+import { issueNodeCertificate, nodePublicKey } from '../domains/node-certs.ts';
 
 const REFUSED: Record<JoinTokenRefusal, string> = {
   unknown: 'join token not recognised: create one with `shellwego nodes token` and copy it whole',
@@ -65,17 +66,28 @@ export const nodeJoinHandlers = {
   },
 
   async joinNode({ body, cp }) {
+    // Checked first: a bad key uses up no token and creates nothing.
+    const clusterKey = body.clusterPublicKey === undefined ? null : await nodePublicKey(body.clusterPublicKey);
     const joined = await joinWithToken(cp.store, body);
     cp.logger.info({ node: joined.nodeId, name: body.name }, 'node joined with a join token');
     // NATS with authentication: the node's own user, bound to its id (ADR: NATS auth); its key is
     // recorded before the node gets it, so removing the node can always revoke it.
     const nats = cp.settings.natsNodeCreds ? await cp.settings.natsNodeCreds(joined.nodeId) : null;
     if (nats) await cp.store.natsUsers.add({ userKey: nats.userKey, nodeId: joined.nodeId });
+    // Its cluster certificate (router-to-router mTLS); the private key stayed on the node.
+    const cluster = clusterKey === null ? null : await issueNodeCertificate(cp, joined.nodeId, clusterKey);
     // The CA nodes pin (they check it against the fingerprint they were given) and NATS' trust.
     return {
       ...joined, caPem: cp.settings.nodeTls?.caPem ?? null, natsUsesInstallCa: cp.settings.nodeTls?.natsUsesInstallCa ?? false,
-      natsCreds: nats?.creds ?? null,
+      natsCreds: nats?.creds ?? null, cluster,
     };
+  },
+
+  async issueNodeCertificate({ body, req, cp }) {
+    const nodeId = await authenticateNode(cp.store, req.headers.authorization);
+    const cert = await issueNodeCertificate(cp, nodeId, await nodePublicKey(body.publicKey));
+    cp.logger.info({ node: nodeId, notAfter: cert.notAfter }, 'node cluster certificate issued');
+    return cert;
   },
 
   async getNodeBlob({ params, req, reply, cp }) {

@@ -11,7 +11,7 @@ const beat = (id: string, clusterEndpoint: string | null) => ({
   id, name: id, state: 'ready' as const, isolation: 'none', cpus: 2, memoryMb: 1024, lastHeartbeatAt: new Date().toISOString(), clusterEndpoint,
 });
 
-test('backends name their node; the table maps the nodes that report an endpoint; one token for every store on the database', async () => {
+test('backends name their node; the table maps every node that reports an endpoint; one token for every store on the database', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'swg-route-nodes-'));
   const [a, b] = [await openSqliteStore(join(dir, 'db.sqlite')), await openSqliteStore(join(dir, 'db.sqlite'))];
   try {
@@ -31,12 +31,13 @@ test('backends name their node; the table maps the nodes that report an endpoint
     ]);
     const routes: RouteTableMessage['routes'] = { 'hello.localhost': { appId: 'app_1', appName: 'hello', backends } };
     const cluster = await clusterNodes(a, routes);
-    assert.deepEqual(cluster.nodes, { nod_a: '10.0.0.1:8001' }, 'only nodes of the table with an endpoint');
+    // Every node with an endpoint, backends there or not: routers take hops only from nodes in the map (ADR 0022).
+    assert.deepEqual(cluster.nodes, { nod_a: '10.0.0.1:8001', nod_idle: '10.0.0.3:8001' }, 'the nodes with an endpoint');
     assert.ok(cluster.clusterToken && cluster.clusterToken.length >= 32);
     assert.equal(await clusterToken(b), cluster.clusterToken, 'another control plane on the same database publishes the same token');
 
-    // No node with an endpoint: nothing to add (routers go direct, as before).
-    assert.deepEqual(await clusterNodes(a, { 'x.localhost': { appId: 'app_2', appName: 'x', backends: [backends[1], backends[2]] } }), {});
+    // No backend on a node (the all-in-one's table): nothing to add (routers go direct, as before).
+    assert.deepEqual(await clusterNodes(a, { 'x.localhost': { appId: 'app_2', appName: 'x', backends: [backends[2]] } }), {});
 
     // The endpoint moves with the heartbeats, and goes away when a heartbeat has none.
     await a.nodes.upsert(beat('nod_a', null));

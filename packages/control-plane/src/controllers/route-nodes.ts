@@ -35,15 +35,17 @@ export function withNodes(backends: RouteBackend[], instances: Pick<InstanceRow,
 }
 
 /**
- * The table's `nodes` map (cluster endpoints of the nodes the backends of `routes` run on) and
- * the cluster token; empty when no such node reports an endpoint (routers then go direct).
+ * The table's `nodes` map and the cluster token; empty when no backend of `routes` runs on a
+ * node and no node reports an endpoint (routers then go direct). Every node with an endpoint is
+ * in the map, not only those with backends: a router takes hops only from routers whose node
+ * (from their certificate) is in it (ADR 0022), so a removed node's row leaving it revokes it.
  */
 export async function clusterNodes(store: Store, routes: RouteTableMessage['routes']): Promise<Pick<RouteTableMessage, 'nodes' | 'clusterToken'>> {
-  const used = new Set<string>();
-  for (const entry of Object.values(routes)) for (const b of entry.backends) if (b.nodeId) used.add(b.nodeId);
-  if (used.size === 0) return {};
+  let used = false;
+  for (const entry of Object.values(routes)) if (entry.backends.some((b) => b.nodeId)) used = true;
+  if (!used) return {};
   const nodes: Record<string, string> = {};
-  for (const n of await store.nodes.list()) if (used.has(n.id) && n.clusterEndpoint) nodes[n.id] = n.clusterEndpoint;
+  for (const n of await store.nodes.list()) if (n.clusterEndpoint) nodes[n.id] = n.clusterEndpoint;
   if (Object.keys(nodes).length === 0) return {};
   return { nodes, clusterToken: await clusterToken(store) };
 }

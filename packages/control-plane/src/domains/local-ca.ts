@@ -84,6 +84,42 @@ export async function issueLeaf(ca: LocalCa, hostnames: string[], now = new Date
   return { certPem: cert.toString('pem'), keyPem: await keyPem(keys.privateKey), notBefore, notAfter };
 }
 
+/** A node's public key (SPKI PEM, ECDSA P-256), or null when it is not one. */
+export async function importNodePublicKey(pem: string): Promise<CryptoKey | null> {
+  try {
+    const der = x509.PemConverter.decodeFirst(pem);
+    return (await webcrypto.subtle.importKey('spki', der, { name: 'ECDSA', namedCurve: 'P-256' }, true, ['verify'])) as unknown as CryptoKey;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * A node's cluster certificate (ADR 0022) for the public key the node generated (SPKI PEM, ECDSA
+ * P-256): its private key never leaves the node. Identity = URI SAN `shellwego://node/<id>`
+ * (`identityUri`), for both ends of a router-to-router hop (serverAuth + clientAuth). No proof
+ * of possession is needed: a certificate for someone else's key is useless without that key, and
+ * the identity is always the caller's own node id.
+ */
+export async function issueNodeLeaf(ca: LocalCa, nodeId: string, identityUri: string, publicKey: CryptoKey, now = new Date(), lifetimeDays = LEAF_LIFETIME_DAYS): Promise<{ certPem: string; notBefore: Date; notAfter: Date }> {
+  const notBefore = new Date(now.getTime() - 60_000);
+  // Whole seconds: what the certificate says (X.509 time has no milliseconds), so `notAfter` reported is exact.
+  const notAfter = new Date(Math.floor(Math.min(now.getTime() + lifetimeDays * DAY, ca.cert.notAfter.getTime()) / 1000) * 1000);
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: serial(), subject: `CN=${nodeId}, OU=nodes, O=ShellWeGo`, issuer: ca.cert.subject, notBefore, notAfter,
+    signingKey: ca.key, publicKey, signingAlgorithm: ALG,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
+      new x509.SubjectAlternativeNameExtension([{ type: 'url', value: identityUri }]),
+      await x509.AuthorityKeyIdentifierExtension.create(ca.cert),
+      await x509.SubjectKeyIdentifierExtension.create(publicKey),
+    ],
+  });
+  return { certPem: cert.toString('pem'), notBefore, notAfter };
+}
+
 /** Validity of the first certificate of a PEM chain. */
 export function certificateDates(certPem: string): { notBefore: Date; notAfter: Date } {
   const cert = new x509.X509Certificate(x509.PemConverter.decodeFirst(certPem));

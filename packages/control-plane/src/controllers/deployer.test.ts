@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { newId, subjects } from '@shellwego/core';
-import type { AssignmentsMessage, RouteTableMessage } from '@shellwego/core';
+import type { AssignmentsMessage, HeartbeatMessage, RouteTableMessage } from '@shellwego/core';
 import { InProcessBus } from '@shellwego/bus';
 import { openSqliteStore } from '@shellwego/store';
 import { EventRecorder } from '../events.ts';
@@ -160,5 +160,35 @@ test('two control planes placing at once (a deposed leader still finishing its p
   } finally {
     await other.stop();
     await s.cleanup();
+  }
+});
+
+test('a ready node that comes back on another cluster endpoint gets a pass at once (routers learn where to dial it)', async () => {
+  const { store, bus, deployer, tables, cleanup } = await setup(new Date().toISOString());
+  try {
+    const beat = (clusterEndpoint: string): HeartbeatMessage => ({
+      nodeId: 'nod_1', name: 'n1', isolation: 'sandbox', capacity: { cpus: 1, memoryMb: 4096 }, instances: 0, at: new Date().toISOString(), clusterEndpoint,
+    });
+    const settle = async () => {
+      await bus.drain();
+      await new Promise((r) => setTimeout(r, 300)); // the pass is scheduled 50 ms out
+      await deployer.reconcileAll(); // and waits for one in flight
+      await bus.drain();
+    };
+    await bus.publish(subjects.heartbeat('nod_1'), beat('10.0.0.1:8001'));
+    await settle();
+    assert.equal((await store.nodes.byId('nod_1'))?.clusterEndpoint, '10.0.0.1:8001');
+    const before = tables.length;
+    await bus.publish(subjects.heartbeat('nod_1'), beat('10.0.0.1:8001'));
+    await bus.drain();
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(tables.length, before, 'the same endpoint: no extra pass');
+    await bus.publish(subjects.heartbeat('nod_1'), beat('10.0.0.1:9001'));
+    await bus.drain();
+    await new Promise((r) => setTimeout(r, 300));
+    assert.ok(tables.length > before, 'a new endpoint: a pass republished the table');
+    assert.equal((await store.nodes.byId('nod_1'))?.clusterEndpoint, '10.0.0.1:9001');
+  } finally {
+    await cleanup();
   }
 });

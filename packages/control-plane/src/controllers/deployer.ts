@@ -431,11 +431,17 @@ export class Deployer {
   private async onHeartbeat(m: HeartbeatMessage): Promise<void> {
     const { store } = this.deps;
     const existing = await store.nodes.byId(m.nodeId);
+    const endpoint = clusterEndpointOf(m);
     await store.nodes.upsert({
       id: m.nodeId, name: m.name, state: 'ready', isolation: m.isolation, cpus: m.capacity.cpus, memoryMb: m.capacity.memoryMb, lastHeartbeatAt: new Date().toISOString(),
-      diskMb: m.capacity.diskMb ?? null, agentLabels: m.labels ?? {}, clusterEndpoint: clusterEndpointOf(m),
+      diskMb: m.capacity.diskMb ?? null, agentLabels: m.labels ?? {}, clusterEndpoint: endpoint,
     });
-    if (!existing || existing.state !== 'ready') {
+    if (existing && existing.state === 'ready' && existing.clusterEndpoint !== endpoint) {
+      // A node restarted quicker than the down timeout on another cluster port: routers dial it,
+      // and take its hops (ADR 0022), only once the table names the new endpoint.
+      this.deps.logger.info({ node: m.nodeId, endpoint }, 'node cluster endpoint changed');
+      this.soon();
+    } else if (!existing || existing.state !== 'ready') {
       this.deps.logger.info({ node: m.nodeId, name: m.name }, existing ? 'node is back' : 'node joined');
       // A (re)appearing node gets its assignments, and pending instances a place — in a pass of
       // its own: run inline, a long pass would hold up the heartbeats queued behind this one, and

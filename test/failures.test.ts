@@ -26,9 +26,13 @@ test('an app whose start command exits shows crashed with the exit code and its 
   assert.notEqual(d.code, 0, 'deploy reports that the app did not come up');
   const inst = await waitFor('crashed', async () => (await ps('crasher')).find((i) => i.state === 'crashed' && i.exitCode === 3), 30_000);
   assert.ok(inst.lastLog.some((l: string) => /DATABASE_URL is not set/.test(l)), JSON.stringify(inst.lastLog));
-  const human = await ok(['ps', '--app', 'crasher']);
-  assert.match(human.stdout, /crashed/);
-  assert.match(human.stdout, /exit 3/);
+  // The human table says the same; the instance may be restarting (backoff) between two reads, so
+  // look until a read catches it crashed.
+  const human = await waitFor('ps shows crashed', async () => {
+    const out = (await ok(['ps', '--app', 'crasher'])).stdout;
+    return /crashed/.test(out) && out;
+  }, 30_000);
+  assert.match(human, /exit 3/);
   await waitFor('restarted with backoff', async () => (await ps('crasher')).some((i) => i.restarts >= 1), 30_000);
   assert.equal((await fetch(`${suite.p.apiUrl}/v1/health`)).status, 200, 'the platform keeps running');
 });

@@ -192,3 +192,19 @@ test('a ready node that comes back on another cluster endpoint gets a pass at on
     await cleanup();
   }
 });
+
+test('a heartbeat of a removed node (its NATS user revoked) does not bring it back; an unknown node without one joins', async () => {
+  const { store, bus, cleanup } = await setup(new Date().toISOString());
+  try {
+    await store.natsUsers.add({ userKey: 'UREMOVED', nodeId: 'nod_gone' });
+    await store.natsUsers.revokeNode('nod_gone', new Date().toISOString());
+    const beat = (nodeId: string): HeartbeatMessage => ({ nodeId, name: nodeId, isolation: 'sandbox', capacity: { cpus: 1, memoryMb: 1024 }, instances: 0, at: new Date().toISOString() });
+    await bus.publish(subjects.heartbeat('nod_gone'), beat('nod_gone'));
+    await bus.publish(subjects.heartbeat('nod_new'), beat('nod_new'));
+    await bus.drain();
+    assert.equal(await store.nodes.byId('nod_gone'), undefined);
+    assert.equal((await store.nodes.byId('nod_new'))?.state, 'ready');
+  } finally {
+    await cleanup();
+  }
+});

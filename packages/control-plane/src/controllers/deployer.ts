@@ -431,6 +431,12 @@ export class Deployer {
   private async onHeartbeat(m: HeartbeatMessage): Promise<void> {
     const { store } = this.deps;
     const existing = await store.nodes.byId(m.nodeId);
+    if (!existing && (await store.natsUsers.byNode(m.nodeId)).some((u) => u.revokedAt !== null)) {
+      // A removed node (its NATS users revoked) that got a heartbeat through before nats-server
+      // applied the revocation, e.g. in the moment after nats-server restarts: it stays removed.
+      this.reports.once(`removed ${m.nodeId}`, { node: m.nodeId }, 'heartbeat of a removed node (NATS user revoked): ignored');
+      return;
+    }
     const endpoint = clusterEndpointOf(m);
     await store.nodes.upsert({
       id: m.nodeId, name: m.name, state: 'ready', isolation: m.isolation, cpus: m.capacity.cpus, memoryMb: m.capacity.memoryMb, lastHeartbeatAt: new Date().toISOString(),

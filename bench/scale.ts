@@ -11,6 +11,9 @@
  * Also reported: the route table the nodes receive (its size: NATS refuses messages over its
  * max_payload, 1 MB by default) and the server's V8 heap once settled (from /metrics).
  * Run: node --import tsx bench/scale.ts        (smaller: BENCH_ORGS=10 BENCH_APPS_PER_ORG=100)
+ * The server runs as `npm start` runs it (scripts/daemon.mjs; BENCH_SERVER_LAUNCH=tsx: through tsx);
+ * BENCH_SERVER_ENV="K=V …" adds to its environment (e.g. MALLOC_ARENA_MAX=2, as `npm start` sets it),
+ * BENCH_SERVER_NODE_ARGS adds node flags to the loaded server, BENCH_HOLD_S keeps it up after measuring.
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -49,6 +52,13 @@ let nats: NatsServerProcess | null = null;
 async function rssMb(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
   return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) / 1024;
+}
+
+/** The RSS split: anonymous memory (heaps, malloc) vs mapped files (the node binary, native modules). */
+async function rssSplitMb(pid: number): Promise<{ anon: number; file: number }> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(status)?.[1] ?? NaN) / 1024;
+  return { anon: kb('RssAnon'), file: kb('RssFile') };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -90,7 +100,11 @@ async function startServer(dir: string, natsUrl: string, profile = false): Promi
   // BENCH_SERVER_NODE_ARGS: node flags for the loaded server only, e.g. a V8 tick profile that
   // survives a kill: "--prof --no-logfile-per-isolate --logfile=/tmp/v8.log".
   const prof = profile && process.env.BENCH_SERVER_NODE_ARGS ? process.env.BENCH_SERVER_NODE_ARGS.split(' ').filter(Boolean) : [];
-  const proc = spawn(process.execPath, [...prof, '--import', 'tsx', join(ROOT, 'packages/server/src/main.ts'), 'server'], {
+  // As `npm start` runs the daemons (scripts/daemon.mjs: the bundled JavaScript); BENCH_SERVER_LAUNCH=tsx: through tsx, as before ADR 0021.
+  const entry = process.env.BENCH_SERVER_LAUNCH === 'tsx' ? ['--import', 'tsx', join(ROOT, 'packages/server/src/main.ts')] : [join(ROOT, 'scripts/daemon.mjs')];
+  // BENCH_SERVER_ENV: extra environment for both servers, e.g. "MALLOC_ARENA_MAX=2".
+  const extraEnv = Object.fromEntries((process.env.BENCH_SERVER_ENV ?? '').split(' ').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+  const proc = spawn(process.execPath, [...prof, ...entry, 'server'], {
     cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'],
     env: {
       ...(process.env as Record<string, string>), SHELLWEGO_NATS_URL: natsUrl, SHELLWEGO_DATA_DIR: dir, SHELLWEGO_BLOBS_DIR: join(dir, 'blobs'),
@@ -98,6 +112,7 @@ async function startServer(dir: string, natsUrl: string, profile = false): Promi
       SHELLWEGO_ADMIN_EMAIL: EMAIL, SHELLWEGO_ADMIN_PASSWORD: PASSWORD,
       // Core NATS, as measured so far (JetStream is split mode's default; this nats-server runs without -js).
       SHELLWEGO_NATS_JETSTREAM: '0',
+      ...extraEnv,
     },
   });
   children.push(proc);
@@ -153,7 +168,7 @@ const routeTables = { received: 0, largestBytes: 0, tables: 0, gaps: 0, lastRout
  * reports every instance it runs again every 10 s, as the real agent does (a report lost in a
  * burst — NATS drops messages to a slow consumer — is repaired by the next one).
  */
-async function simulatedAgent(natsUrl: string, i: number, firstHeartbeat: () => void): Promise<void> {
+async function simulatedAgent(natsUrl: string, i: number, firstHeartbeat: () => void): Promise<() => void> {
   const nodeId = newId('nod');
   const bus = await connectNatsBus({ servers: natsUrl, name: `bench-agent-${i}`, onError: (err) => console.error('agent bus error', err) });
   buses.push(bus);
@@ -203,8 +218,13 @@ async function simulatedAgent(natsUrl: string, i: number, firstHeartbeat: () => 
     firstHeartbeat();
     void bus.publish(subjects.heartbeat(nodeId), hb);
   };
-  beat();
-  timers.push(setInterval(beat, 2000));
+  // Heartbeats start once every agent is connected (the caller's call): nodes that joined first
+  // would otherwise get the whole cluster's instances in one pass (thousands each; an assignment
+  // set that large is over NATS's max_payload).
+  return () => {
+    beat();
+    timers.push(setInterval(beat, 2000));
+  };
 }
 
 async function stopAll(): Promise<void> {
@@ -235,6 +255,7 @@ try {
   const emptyApp = ((await created.json()) as { name: string }).name;
   await sleep(5000);
   const emptyRss = await rssMb(empty.proc.pid!);
+  const emptySplit = await rssSplitMb(empty.proc.pid!);
   const emptyApps = await latency(empty.api, emptyToken, '/v1/apps', 1);
   const emptyInstances = await latency(empty.api, emptyToken, `/v1/apps/${emptyApp}/instances`, 0);
   const exited = new Promise((r) => empty.proc.once('exit', r));
@@ -258,14 +279,16 @@ try {
   const countRunning = () => (db.prepare("SELECT count(*) AS c FROM instances WHERE state = 'running' AND desired = 'running'").get() as { c: number }).c;
   let t0 = 0;
   const first = () => { if (!t0) t0 = performance.now(); };
-  for (let i = 0; i < NODES; i++) await simulatedAgent(nats.url, i, first);
+  const starts: (() => void)[] = [];
+  for (let i = 0; i < NODES; i++) starts.push(await simulatedAgent(nats.url, i, first));
+  for (const start of starts) start();
   let running = 0;
   let peakRss = 0;
   const deadline = Date.now() + PLACE_LIMIT_S * 1000;
   let lastLog = 0;
   const progress: { s: number; running: number; rssMb: number }[] = [];
   while ((running = countRunning()) < TOTAL) {
-    if (server.proc.exitCode !== null) throw new Error(`server exited with ${server.proc.exitCode}:\n${server.output().slice(-3000)}`);
+    if (server.proc.exitCode !== null || server.proc.signalCode !== null) throw new Error(`server exited with ${server.proc.exitCode ?? server.proc.signalCode}:\n${server.output().slice(-3000)}`);
     if (Date.now() > deadline) break;
     const rss = await rssMb(server.proc.pid!);
     peakRss = Math.max(peakRss, rss);
@@ -284,15 +307,26 @@ try {
   const total = (db.prepare('SELECT count(*) AS c FROM instances').get() as { c: number }).c;
   db.close();
   // Settled: a few reconcile passes and heartbeats with everything running.
-  if (completed) await sleep(15_000);
-  const settledRss = await rssMb(server.proc.pid!);
-  peakRss = Math.max(peakRss, settledRss);
+  // The RSS swings by ±100 MB between V8 collections: sampled every second for 30 s, the median is
+  // the settled figure (a single reading was a lottery).
+  const samples: number[] = [];
+  if (completed) await sleep(10_000);
+  for (let s = 0; s < (completed ? 30 : 1); s++) {
+    if (s > 0) await sleep(1000);
+    samples.push(await rssMb(server.proc.pid!));
+  }
+  const settledRss = percentile(samples, 50);
+  const settledSplit = await rssSplitMb(server.proc.pid!);
+  peakRss = Math.max(peakRss, ...samples);
   const token = await login(server.api);
   const apps = await latency(server.api, token, '/v1/apps', APPS_PER_ORG);
   const instances = await latency(server.api, token, `/v1/apps/${appName}/instances`, completed ? REPLICAS : null);
   const metricsText = await (await fetch(`${server.api}/metrics`)).text();
   const metric = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(metricsText)?.[1] ?? NaN) / 1024 / 1024;
   const heap = { usedMb: metric('shellwego_nodejs_heap_size_used_bytes'), totalMb: metric('shellwego_nodejs_heap_size_total_bytes'), externalMb: metric('shellwego_nodejs_external_memory_bytes') };
+  // What the memory costs in time: V8's collections since the start (seconds by kind) and the event loop's delays.
+  const gcSeconds = Object.fromEntries([...metricsText.matchAll(/^shellwego_nodejs_gc_duration_seconds_sum\{kind="(\w+)"\} (\S+)$/gm)].map((m) => [m[1], Number(m[2])]));
+  const loopLag = { p99Ms: metric('shellwego_nodejs_eventloop_lag_p99_seconds') * 1024 * 1024 * 1000, maxMs: metric('shellwego_nodejs_eventloop_lag_max_seconds') * 1024 * 1024 * 1000 };
   // Reference: what the handlers read, straight on the store (apps of the org + each current release; one app's instances).
   const store = await openSqliteStore(join(dir, 'shellwego.db'));
   let storeApps: { p50Ms: number; p99Ms: number };
@@ -311,8 +345,8 @@ try {
   const result = {
     organizations: ORGS, apps: ORGS * APPS_PER_ORG, instances: TOTAL, instanceRows: total, nodes: NODES, populateSeconds: populateS, serverStartSeconds: startS,
     completed, running, placeSeconds: placeS, placementsPerSecond: running / placeS, progress,
-    rssMb: { empty: emptyRss, loadedNoNodes: idleRss, peak: peakRss, settled: settledRss, ratio: settledRss / emptyRss },
-    heapSettled: heap,
+    rssMb: { empty: emptyRss, loadedNoNodes: idleRss, peak: peakRss, settled: settledRss, settledMin: Math.min(...samples), settledMax: Math.max(...samples), ratio: settledRss / emptyRss, emptySplit, settledSplit },
+    heapSettled: heap, gcSeconds, loopLag,
     listApps: { empty: emptyApps, store: storeApps, loaded: apps, p99Ratio: apps.p99Ms / emptyApps.p99Ms, p99RatioToStore: apps.p99Ms / storeApps.p99Ms },
     listInstances: { empty: emptyInstances, store: storeInstances, loaded: instances, p99Ratio: instances.p99Ms / emptyInstances.p99Ms, p99RatioToStore: instances.p99Ms / storeInstances.p99Ms },
     routeTables,
@@ -320,7 +354,9 @@ try {
   const lat = (l: { p50Ms: number; p99Ms: number }) => `p50 ${l.p50Ms.toFixed(1)} ms  p99 ${l.p99Ms.toFixed(1)} ms`;
   console.log(`control plane with ${result.apps} apps / ${TOTAL} instances on ${NODES} simulated nodes (reference: the same server, empty)`);
   console.log(`  ${running} of ${TOTAL} running after  ${placeS.toFixed(1)} s   ${Math.round(result.placementsPerSecond)} placements/s end to end${completed ? '' : '   (NOT FINISHED)'}`);
-  console.log(`  RSS ${completed ? 'settled   ' : 'at the end'}                     ${settledRss.toFixed(0)} MB   ${result.rssMb.ratio.toFixed(1)}x empty (${emptyRss.toFixed(0)} MB), peak ${peakRss.toFixed(0)} MB   (target < 200 MB)`);
+  console.log(`  RSS ${completed ? 'settled   ' : 'at the end'} (median of 30 s)      ${settledRss.toFixed(0)} MB (${Math.min(...samples).toFixed(0)}–${Math.max(...samples).toFixed(0)})   ${result.rssMb.ratio.toFixed(1)}x empty (${emptyRss.toFixed(0)} MB), peak ${peakRss.toFixed(0)} MB   (target < 200 MB)`);
+  console.log(`  RSS split settled: ${settledSplit.anon.toFixed(0)} MB anonymous (heaps, malloc), ${settledSplit.file.toFixed(0)} MB mapped files; empty: ${emptySplit.anon.toFixed(0)} + ${emptySplit.file.toFixed(0)} MB`);
+  console.log(`  server GC since start: ${Object.entries(gcSeconds).map(([k, v]) => `${k} ${v.toFixed(1)} s`).join(', ')}; event loop delay p99 ${loopLag.p99Ms.toFixed(0)} ms, max ${loopLag.maxMs.toFixed(0)} ms`);
   console.log(`  server heap settled: ${heap.usedMb.toFixed(0)} MB used of ${heap.totalMb.toFixed(0)} MB, external ${heap.externalMb.toFixed(0)} MB`);
   console.log(`  GET /v1/apps (${APPS_PER_ORG} apps)            ${lat(apps)}   empty server: ${lat(emptyApps)}   p99 ${result.listApps.p99Ratio.toFixed(1)}x`);
   console.log(`      same reads on the store:        ${lat(storeApps)}   API p99 ${result.listApps.p99RatioToStore.toFixed(1)}x the store's`);
@@ -328,6 +364,11 @@ try {
   console.log(`      same read on the store:         ${lat(storeInstances)}   API p99 ${result.listInstances.p99RatioToStore.toFixed(1)}x the store's`);
   console.log(`  route messages received by a node: ${routeTables.received} (chunks and deltas), largest ${(routeTables.largestBytes / 1024).toFixed(0)} KiB; ${routeTables.tables} tables assembled, ${routeTables.gaps} gaps; last: ${routeTables.lastRoutes} routes, ${routeTables.lastBackends} backends`);
   await saveResult('scale', result);
+  // BENCH_HOLD_S: keep the loaded server up after measuring (e.g. to take a heap snapshot of it).
+  if (process.env.BENCH_HOLD_S) {
+    console.log(`holding the server (pid ${server.proc.pid}) for ${process.env.BENCH_HOLD_S} s`);
+    await sleep(Number(process.env.BENCH_HOLD_S) * 1000);
+  }
 } finally {
   await stopAll();
 }

@@ -30,7 +30,10 @@ export function withNodes(backends: RouteBackend[], instances: Pick<InstanceRow,
   const nodeOf = new Map(instances.map((i) => [i.id, i.nodeId]));
   return backends.map((b) => {
     const nodeId = nodeOf.get(b.instanceId);
-    return nodeId ? { ...b, nodeId } : b;
+    if (!nodeId) return b;
+    // Literals, not `{ ...b, nodeId }`: V8 gives every spread copy a hidden class of its own
+    // (≈ 200 bytes each, 30,000 backends at 10,000 apps; bench/scale.ts).
+    return b.weight === undefined ? { instanceId: b.instanceId, address: b.address, nodeId } : { instanceId: b.instanceId, address: b.address, weight: b.weight, nodeId };
   });
 }
 

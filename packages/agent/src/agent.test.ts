@@ -9,7 +9,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
-import { subjects } from '@shellwego/core';
+import { splitAssignments, subjects } from '@shellwego/core';
 import type { AssignmentsMessage, InstanceSpec } from '@shellwego/core';
 import { InProcessBus } from '@shellwego/bus';
 import type { SandboxExit, SandboxHandle, SandboxRuntime, SandboxSpec } from '@shellwego/sandbox';
@@ -157,6 +157,23 @@ describe('agent (fake runtime)', () => {
     await rec.untilStatus('ins_c', (s) => s.state === 'running');
     assert.deepEqual(await modes(), before);
     assert.equal((await fsp.stat(closed)).mode & 0o777, 0o700);
+  });
+
+  it('acts on an assignment set that came in chunks only once every chunk arrived', async () => {
+    const { bus, rec, agent, runtime, nodeId } = setup('chunks');
+    await agent.start();
+    const specs = ['ins_c1', 'ins_c2', 'ins_c3'].map((id) => makeSpec(id, digest, { command: 'listen' }));
+    // A tiny limit makes three instances three chunks, as thousands would be at the real one.
+    const parts = splitAssignments({ nodeId, generation: 1, instances: specs }, Buffer.byteLength(JSON.stringify(specs[0])) + 400);
+    assert.equal(parts.length, 3);
+    for (const p of parts.slice(0, 2)) await bus.publish(subjects.assignments(nodeId), p);
+    await bus.drain();
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(runtime.starts.length, 0, 'nothing runs from part of a set');
+    await bus.publish(subjects.assignments(nodeId), parts[2]);
+    await bus.drain();
+    for (const s of specs) await rec.untilStatus(s.instanceId, (x) => x.state === 'running');
+    assert.equal(runtime.alive().length, 3);
   });
 
   it('ignores stale generations and duplicate messages', async () => {

@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import type { Logger } from 'pino';
-import { subjects } from '@shellwego/core';
+import { AssignmentsAssembler, subjects } from '@shellwego/core';
 import type { AppLogMessage, AssignmentsMessage, BlobStore, HeartbeatMessage, InstanceSpec, InstanceStatusMessage, VolumeDeleteMessage } from '@shellwego/core';
 import type { Bus, Subscription } from '@shellwego/bus';
 import type { SandboxRuntime } from '@shellwego/sandbox';
@@ -93,6 +93,7 @@ class NodeAgent implements Agent {
   private ports = new Map<InstanceRunner, number>();
   private portLock: Promise<unknown> = Promise.resolve();
   private generation = -Infinity;
+  private readonly assignmentChunks = new AssignmentsAssembler();
   private sub: Subscription | null = null;
   private volumeSub: Subscription | null = null;
   private readonly volumes: VolumeDirs;
@@ -246,8 +247,16 @@ class NodeAgent implements Agent {
 
   // ---------- desired state ----------
 
-  private async onAssignments(m: AssignmentsMessage): Promise<void> {
+  private async onAssignments(msg: AssignmentsMessage): Promise<void> {
     if (this.state !== 'started') return;
+    // A set too large for one message comes in chunks of one generation: act on it when whole.
+    const whole = this.assignmentChunks.accept(msg);
+    if (whole === 'pending') return;
+    if (whole === 'ignored') {
+      this.logger.warn({ nodeId: msg?.nodeId }, 'malformed assignments chunk ignored');
+      return;
+    }
+    const m = whole.message;
     if (!m || m.nodeId !== this.opts.nodeId || typeof m.generation !== 'number' || !Array.isArray(m.instances)) {
       this.logger.warn({ nodeId: m?.nodeId }, 'malformed assignments message ignored');
       return;

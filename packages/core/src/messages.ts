@@ -118,6 +118,8 @@ export interface AssignmentsMessage {
   /** Monotonic per control plane; agents ignore older generations. */
   generation: number;
   instances: InstanceSpec[];
+  /** Set when one generation is too large for one message: this is part `index` of `count` (route-sync.ts). */
+  chunk?: { index: number; count: number };
 }
 
 export interface HeartbeatMessage {

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CertificatesAssembler, RouteTableAssembler, routeTableDelta, splitCertificates, splitRouteTable } from './route-sync.ts';
-import type { CertificatesMessage, RouteTableMessage } from './messages.ts';
+import { AssignmentsAssembler, CertificatesAssembler, RouteTableAssembler, routeTableDelta, splitAssignments, splitCertificates, splitRouteTable } from './route-sync.ts';
+import type { AssignmentsMessage, CertificatesMessage, InstanceSpec, RouteTableMessage } from './messages.ts';
 
 function bigTable(version: number, hosts: number, tag = 'a'): RouteTableMessage {
   const routes: RouteTableMessage['routes'] = {};
@@ -101,4 +101,49 @@ test('certificates: a few go whole; many go in chunks, applied only all together
   assert.equal(out.message.version, 3);
   assert.equal(out.message.certificates.length, 400);
   assert.ok(out.message.certificates.every((c, i) => c.certPem.startsWith(`new-cert-${i}-`)));
+});
+
+function assignments(generation: number, count: number): AssignmentsMessage {
+  const instances: InstanceSpec[] = [];
+  for (let i = 0; i < count; i++) {
+    instances.push({
+      instanceId: `ins_${generation}_${i}`, appId: `app_${i}`, appName: `app-${i}`, organizationId: 'org_1', releaseId: `rel_${i}`, releaseVersion: 1,
+      processType: 'web', index: 1, command: 'node server.js', env: { PORT: '8080', SECRETISH: 'x'.repeat(40) }, artifactDigest: 'a'.repeat(64),
+      limits: { memoryMb: 256, cpus: 0.5, pids: 128 }, port: 8080, restartGeneration: 0,
+    } as InstanceSpec);
+  }
+  return { nodeId: 'nod_1', generation, instances };
+}
+
+test('assignments: a set that fits goes whole; thousands go in chunks under the limit, acted on only when all arrived', () => {
+  const small = assignments(1, 3);
+  assert.deepEqual(splitAssignments(small), [small]);
+  const big = assignments(2, 5_000);
+  assert.ok(Buffer.byteLength(JSON.stringify(big)) > 1024 * 1024, 'over NATS max_payload as one message');
+  const chunks = splitAssignments(big);
+  assert.ok(chunks.length > 4);
+  for (const c of chunks) {
+    assert.ok(Buffer.byteLength(JSON.stringify(c)) <= 256 * 1024);
+    assert.equal(c.generation, 2);
+    assert.equal(c.nodeId, 'nod_1');
+  }
+
+  const a = new AssignmentsAssembler();
+  assert.deepEqual(a.accept(small), { message: small }, 'a whole set passes through');
+  // Out of order, a chunk repeated: nothing until the last one, then the whole set in order.
+  const order = chunks.map((_, i) => i).reverse();
+  for (const i of order.slice(0, -1)) assert.equal(a.accept(chunks[i]), 'pending');
+  assert.equal(a.accept(chunks[order[1]!]), 'pending');
+  const done = a.accept(chunks[order[order.length - 1]!]);
+  assert.ok(typeof done === 'object');
+  assert.deepEqual(done.message, big);
+
+  // A newer generation abandons an incomplete older one; the older one's late chunks are ignored.
+  const next = splitAssignments(assignments(3, 5_000));
+  assert.equal(a.accept(chunks[0]), 'pending');
+  for (const c of next.slice(0, -1)) assert.equal(a.accept(c), 'pending');
+  assert.equal(a.accept(chunks[1]), 'ignored');
+  const third = a.accept(next[next.length - 1]);
+  assert.ok(typeof third === 'object' && third.message.instances.length === 5_000 && third.message.generation === 3);
+  assert.equal(a.accept({ nodeId: 'nod_1', generation: 4, instances: 'nope', chunk: { index: 0, count: 2 } }), 'ignored');
 });

@@ -1,10 +1,10 @@
 /**
- * Route table over the bus at any size: a full table too large for one message (NATS refuses
+ * Route table (and certificates, and a node's assignments) over the bus at any size: a full table too large for one message (NATS refuses
  * payloads over max_payload, 1 MB by default; at 10,000 apps the table is megabytes) goes as
  * chunks of one version, and changes go as deltas against the version before. A router swaps in a
  * table only when it is whole: all chunks of one version, or a delta whose base it holds.
  */
-import type { CertificatesMessage, RouteTableMessage } from './messages.ts';
+import type { AssignmentsMessage, CertificatesMessage, RouteTableMessage } from './messages.ts';
 
 /** Serialised size a route message stays under (well below NATS's 1 MB default max_payload). */
 export const ROUTE_CHUNK_BYTES = 256 * 1024;
@@ -61,15 +61,19 @@ export function routeTableDelta(prev: RouteTableMessage, next: RouteTableMessage
  * Chunks of one version, in index order once all arrived; a newer version abandons an older
  * incomplete one (its missing chunks will never come), an older one or a malformed chunk is ignored.
  */
-class ChunkCollector<M extends { version: number; chunk?: { index: number; count: number } }> {
+class ChunkCollector<M extends { chunk?: { index: number; count: number } }> {
   private pending: { version: number; count: number; parts: Map<number, M> } | null = null;
+
+  /** `versionOf`: what orders the messages (a table's version, an assignment set's generation). */
+  constructor(private readonly versionOf: (m: M) => number) {}
 
   add(m: M): M[] | 'pending' | 'ignored' {
     if (!m.chunk || typeof m.chunk !== 'object') return 'ignored';
     const { index, count } = m.chunk;
-    if (typeof m.version !== 'number' || !Number.isInteger(index) || !Number.isInteger(count) || index < 0 || index >= count || count > 100_000) return 'ignored';
-    if (this.pending !== null && m.version < this.pending.version) return 'ignored';
-    if (this.pending === null || m.version > this.pending.version) this.pending = { version: m.version, count, parts: new Map() };
+    const version = this.versionOf(m);
+    if (typeof version !== 'number' || !Number.isInteger(index) || !Number.isInteger(count) || index < 0 || index >= count || count > 100_000) return 'ignored';
+    if (this.pending !== null && version < this.pending.version) return 'ignored';
+    if (this.pending === null || version > this.pending.version) this.pending = { version, count, parts: new Map() };
     if (count !== this.pending.count) return 'ignored';
     this.pending.parts.set(index, m);
     if (this.pending.parts.size < count) return 'pending';
@@ -85,7 +89,7 @@ class ChunkCollector<M extends { version: number; chunk?: { index: number; count
  * is not the table held: ask for the full table and keep serving the held one), or 'ignored'.
  */
 export class RouteTableAssembler {
-  private readonly chunks = new ChunkCollector<RouteTableMessage>();
+  private readonly chunks = new ChunkCollector<RouteTableMessage>((m) => m.version);
 
   /** `held`: the table the router serves now (null: none yet). */
   accept(msg: unknown, held: RouteTableMessage | null): { table: RouteTableMessage } | 'pending' | 'gap' | 'ignored' {
@@ -136,7 +140,7 @@ export function splitCertificates(msg: CertificatesMessage, maxBytes = ROUTE_CHU
 
 /** The router's side of splitCertificates: a whole message once every chunk of one version arrived (a newer version abandons an older one). */
 export class CertificatesAssembler {
-  private readonly chunks = new ChunkCollector<CertificatesMessage>();
+  private readonly chunks = new ChunkCollector<CertificatesMessage>((m) => m.version);
 
   accept(msg: unknown): { message: CertificatesMessage } | 'pending' | 'ignored' {
     if (!msg || typeof msg !== 'object' || (msg as CertificatesMessage).chunk === undefined) return { message: msg as CertificatesMessage };
@@ -145,5 +149,47 @@ export class CertificatesAssembler {
     const parts = this.chunks.add(m);
     if (typeof parts === 'string') return parts;
     return { message: { version: m.version, certificates: parts.flatMap((p) => p.certificates) } };
+  }
+}
+
+/**
+ * A node's assignment set as messages each at most `maxBytes`: itself when it fits, else chunks
+ * of one generation (a node given thousands of instances in one pass is over NATS's max_payload).
+ */
+export function splitAssignments(msg: AssignmentsMessage, maxBytes = ROUTE_CHUNK_BYTES): AssignmentsMessage[] {
+  const { nodeId, generation, instances } = msg;
+  const head = Buffer.byteLength(JSON.stringify({ nodeId, generation, instances: [], chunk: { index: 0, count: 0 } })) + 64;
+  const parts: AssignmentsMessage['instances'][] = [];
+  let part: AssignmentsMessage['instances'] = [];
+  let size = head;
+  let total = head;
+  for (const spec of instances) {
+    const bytes = Buffer.byteLength(JSON.stringify(spec)) + 1;
+    if (head + bytes > maxBytes) throw new Error(`the spec of instance ${spec.instanceId} is ${bytes} bytes: larger than an assignments message may be (${maxBytes})`);
+    if (size + bytes > maxBytes) {
+      parts.push(part);
+      part = [];
+      size = head;
+    }
+    part.push(spec);
+    size += bytes;
+    total += bytes;
+  }
+  if (total <= maxBytes) return [{ nodeId, generation, instances }];
+  parts.push(part);
+  return parts.map((p, index) => ({ nodeId, generation, instances: p, chunk: { index, count: parts.length } }));
+}
+
+/** The agent's side of splitAssignments: a whole set once every chunk of one generation arrived. */
+export class AssignmentsAssembler {
+  private readonly chunks = new ChunkCollector<AssignmentsMessage>((m) => m.generation);
+
+  accept(msg: unknown): { message: AssignmentsMessage } | 'pending' | 'ignored' {
+    if (!msg || typeof msg !== 'object' || (msg as AssignmentsMessage).chunk === undefined) return { message: msg as AssignmentsMessage };
+    const m = msg as AssignmentsMessage;
+    if (!Array.isArray(m.instances)) return 'ignored';
+    const parts = this.chunks.add(m);
+    if (typeof parts === 'string') return parts;
+    return { message: { nodeId: m.nodeId, generation: m.generation, instances: parts.flatMap((p) => p.instances) } };
   }
 }

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { DEFAULT_DEPLOY_SETTINGS, DEFAULT_PLAN, PLANS, instanceMachine, newId, nodeState, routeTableDelta, splitRouteTable, subjects } from '@shellwego/core';
+import { DEFAULT_DEPLOY_SETTINGS, DEFAULT_PLAN, PLANS, instanceMachine, newId, nodeState, routeTableDelta, splitAssignments, splitRouteTable, subjects } from '@shellwego/core';
 import type { AppPlacement, AssignmentsMessage, DeploySettingsT, EventT, HeartbeatMessage, InstanceSpec, InstanceStatusMessage, Readiness, ReconcileRequestMessage, RouterStatsMessage, RouteTableMessage } from '@shellwego/core';
 import type { Bus, Subscription } from '@shellwego/bus';
 import { createHash } from 'node:crypto';
@@ -730,7 +730,7 @@ export class Deployer {
     if (!force && this.lastAssignments.get(nodeId) === key) return;
     this.lastAssignments.set(nodeId, key);
     const msg: AssignmentsMessage = { nodeId, generation: ++this.generation, instances: specs };
-    await this.deps.bus.publish(subjects.assignments(nodeId), msg);
+    for (const part of splitAssignments(msg)) await this.deps.bus.publish(subjects.assignments(nodeId), part);
   }
 
   private async specOf(i: InstanceRow, volumesHere: VolumeRow[]): Promise<InstanceSpec | null> {

@@ -11,30 +11,43 @@ export const ROUTE_CHUNK_BYTES = 256 * 1024;
 
 type Routes = RouteTableMessage['routes'];
 
+/**
+ * `items` in groups that each fit one message of at most `maxBytes` next to `headBytes` of
+ * envelope, or null when all of them fit in one. An item too large for any message is an error
+ * (`what` names it).
+ */
+function packItems<T>(items: T[], sizeOf: (item: T) => number, headBytes: number, maxBytes: number, what: (item: T, bytes: number) => string): T[][] | null {
+  const parts: T[][] = [];
+  let part: T[] = [];
+  let size = headBytes;
+  let total = headBytes;
+  for (const item of items) {
+    const bytes = sizeOf(item);
+    if (headBytes + bytes > maxBytes) throw new Error(`${what(item, bytes)}: larger than a message may be (${maxBytes})`);
+    if (size + bytes > maxBytes) {
+      parts.push(part);
+      part = [];
+      size = headBytes;
+    }
+    part.push(item);
+    size += bytes;
+    total += bytes;
+  }
+  if (total <= maxBytes) return null;
+  parts.push(part);
+  return parts;
+}
+
+const jsonBytes = (v: unknown) => Buffer.byteLength(JSON.stringify(v));
+
 /** `table` as messages each at most `maxBytes` serialised: itself when it fits, else chunks (every one with nodes and token). */
 export function splitRouteTable(table: RouteTableMessage, maxBytes = ROUTE_CHUNK_BYTES): RouteTableMessage[] {
   const { version, routes, chunk: _c, delta: _d, ...rest } = table;
   const whole: RouteTableMessage = { version, routes, ...rest };
-  const head = Buffer.byteLength(JSON.stringify({ ...whole, routes: {}, chunk: { index: 0, count: 0 } })) + 64;
-  const parts: Routes[] = [];
-  let part: Routes = {};
-  let size = head;
-  let total = head;
-  for (const [host, entry] of Object.entries(routes)) {
-    const bytes = Buffer.byteLength(JSON.stringify(host)) + Buffer.byteLength(JSON.stringify(entry)) + 2;
-    if (head + bytes > maxBytes) throw new Error(`route entry for ${host} is ${bytes} bytes: larger than a route message may be (${maxBytes})`);
-    if (size + bytes > maxBytes) {
-      parts.push(part);
-      part = {};
-      size = head;
-    }
-    part[host] = entry;
-    size += bytes;
-    total += bytes;
-  }
-  if (total <= maxBytes) return [whole];
-  parts.push(part);
-  return parts.map((p, index) => ({ version, routes: p, ...rest, chunk: { index, count: parts.length } }));
+  const head = jsonBytes({ ...whole, routes: {}, chunk: { index: 0, count: 0 } }) + 64;
+  const parts = packItems(Object.entries(routes), ([host, entry]) => jsonBytes(host) + jsonBytes(entry) + 2, head, maxBytes, ([host], bytes) => `route entry for ${host} is ${bytes} bytes`);
+  if (parts === null) return [whole];
+  return parts.map((p, index) => ({ version, routes: Object.fromEntries(p), ...rest, chunk: { index, count: parts.length } }));
 }
 
 /**
@@ -116,25 +129,9 @@ export class RouteTableAssembler {
 
 /** Certificates (with keys) for routers as messages each at most `maxBytes`: itself when it fits, else chunks of one version. */
 export function splitCertificates(msg: CertificatesMessage, maxBytes = ROUTE_CHUNK_BYTES): CertificatesMessage[] {
-  const head = Buffer.byteLength(JSON.stringify({ version: msg.version, certificates: [], chunk: { index: 0, count: 0 } })) + 64;
-  const parts: CertificatesMessage['certificates'][] = [];
-  let part: CertificatesMessage['certificates'] = [];
-  let size = head;
-  let total = head;
-  for (const c of msg.certificates) {
-    const bytes = Buffer.byteLength(JSON.stringify(c)) + 1;
-    if (head + bytes > maxBytes) throw new Error(`certificate for ${c.hostnames.join(', ')} is ${bytes} bytes: larger than a message may be (${maxBytes})`);
-    if (size + bytes > maxBytes) {
-      parts.push(part);
-      part = [];
-      size = head;
-    }
-    part.push(c);
-    size += bytes;
-    total += bytes;
-  }
-  if (total <= maxBytes) return [{ version: msg.version, certificates: msg.certificates }];
-  parts.push(part);
+  const head = jsonBytes({ version: msg.version, certificates: [], chunk: { index: 0, count: 0 } }) + 64;
+  const parts = packItems(msg.certificates, (c) => jsonBytes(c) + 1, head, maxBytes, (c, bytes) => `certificate for ${c.hostnames.join(', ')} is ${bytes} bytes`);
+  if (parts === null) return [{ version: msg.version, certificates: msg.certificates }];
   return parts.map((certificates, index) => ({ version: msg.version, certificates, chunk: { index, count: parts.length } }));
 }
 
@@ -158,25 +155,9 @@ export class CertificatesAssembler {
  */
 export function splitAssignments(msg: AssignmentsMessage, maxBytes = ROUTE_CHUNK_BYTES): AssignmentsMessage[] {
   const { nodeId, generation, instances } = msg;
-  const head = Buffer.byteLength(JSON.stringify({ nodeId, generation, instances: [], chunk: { index: 0, count: 0 } })) + 64;
-  const parts: AssignmentsMessage['instances'][] = [];
-  let part: AssignmentsMessage['instances'] = [];
-  let size = head;
-  let total = head;
-  for (const spec of instances) {
-    const bytes = Buffer.byteLength(JSON.stringify(spec)) + 1;
-    if (head + bytes > maxBytes) throw new Error(`the spec of instance ${spec.instanceId} is ${bytes} bytes: larger than an assignments message may be (${maxBytes})`);
-    if (size + bytes > maxBytes) {
-      parts.push(part);
-      part = [];
-      size = head;
-    }
-    part.push(spec);
-    size += bytes;
-    total += bytes;
-  }
-  if (total <= maxBytes) return [{ nodeId, generation, instances }];
-  parts.push(part);
+  const head = jsonBytes({ nodeId, generation, instances: [], chunk: { index: 0, count: 0 } }) + 64;
+  const parts = packItems(instances, (spec) => jsonBytes(spec) + 1, head, maxBytes, (spec, bytes) => `the spec of instance ${spec.instanceId} is ${bytes} bytes`);
+  if (parts === null) return [{ nodeId, generation, instances }];
   return parts.map((p, index) => ({ nodeId, generation, instances: p, chunk: { index, count: parts.length } }));
 }
 

@@ -53,22 +53,27 @@ export const volumeHandlers = {
         { volume: clash.name, mountPath: clash.mountPath });
     }
     if (sameType.length >= MAX_VOLUMES_PER_TYPE) throw conflict('too_many_volumes', `${body.processType} already mounts ${sameType.length} volumes, the most one process type may have`, { limit: MAX_VOLUMES_PER_TYPE });
-    const row = await cp.store.volumes.create({
-      id: newId('vol'), organizationId: app.organizationId, appId: app.id, name: body.name, processType: body.processType, mountPath: body.mountPath, sizeMb: body.sizeMb,
-    }).catch((err: unknown) => {
-      // Two creates at once: the store's unique constraints decide, with the same answers.
-      if (isConflict(err, CONSTRAINTS.volumeName)) throw taken(body.name);
-      if (isConflict(err, CONSTRAINTS.volumeMountPath)) throw conflict('mount_path_taken', `${body.processType} already mounts a volume at ${body.mountPath}`);
-      throw err;
+    // The volume and the replacement requests are one transaction: a crash between them would
+    // leave running instances that never get the mount.
+    const { row, replaced } = await cp.store.transaction(async (tx) => {
+      const created = await tx.volumes.create({
+        id: newId('vol'), organizationId: app.organizationId, appId: app.id, name: body.name, processType: body.processType, mountPath: body.mountPath, sizeMb: body.sizeMb,
+      }).catch((err: unknown) => {
+        // Two creates at once: the store's unique constraints decide, with the same answers.
+        if (isConflict(err, CONSTRAINTS.volumeName)) throw taken(body.name);
+        if (isConflict(err, CONSTRAINTS.volumeMountPath)) throw conflict('mount_path_taken', `${body.processType} already mounts a volume at ${body.mountPath}`);
+        throw err;
+      });
+      // Running instances of the type get it by being replaced (new instance first, as a restart):
+      // the replacements are placed with the volume, and the first one pins it to its node.
+      let n = 0;
+      for (const i of await tx.instances.listByApp(app.organizationId, app.id)) {
+        if (i.processType !== body.processType || i.desired !== 'running' || i.stopAfter !== null) continue;
+        await tx.instances.update(i.id, { restartGeneration: replaceRequested(i.restartGeneration) });
+        n++;
+      }
+      return { row: created, replaced: n };
     });
-    // Running instances of the type get it by being replaced (new instance first, as a restart):
-    // the replacements are placed with the volume, and the first one pins it to its node.
-    let replaced = 0;
-    for (const i of await cp.store.instances.listByApp(app.organizationId, app.id)) {
-      if (i.processType !== body.processType || i.desired !== 'running' || i.stopAfter !== null) continue;
-      await cp.store.instances.update(i.id, { restartGeneration: replaceRequested(i.restartGeneration) });
-      replaced++;
-    }
     await cp.events.record({
       organizationId: app.organizationId, appId: app.id, type: 'volume.created',
       message: `Volume ${row.name} (${row.sizeMb} MB) for ${row.processType} at ${row.mountPath} created by ${auth.user.email}`,

@@ -33,6 +33,9 @@ export function sandboxIdFor(instanceId: string): string {
 const INSTANCE_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
 const DIGEST_RE = /^[A-Za-z0-9_-]{1,128}$/;
 const VOLUME_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
+
+/** A volume id that is safe as a directory name under `<dataDir>/volumes`. */
+export const isVolumeId = (id: unknown): id is string => typeof id === 'string' && VOLUME_ID_RE.test(id);
 const PROCESS_TYPE_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
 
 /** Why an assigned spec cannot be run (it is used in paths and argv), or null when it is fine. */
@@ -52,7 +55,7 @@ export function specProblem(s: InstanceSpec): string | null {
   if (s.volumes !== undefined) {
     if (!Array.isArray(s.volumes)) return 'invalid volumes';
     for (const v of s.volumes) {
-      if (!v || !VOLUME_ID_RE.test(String(v.id))) return `invalid volume id ${JSON.stringify(v?.id)}`;
+      if (!v || !isVolumeId(v.id)) return `invalid volume id ${JSON.stringify(v?.id)}`;
       const problem = typeof v.path === 'string' ? mountPathProblem(v.path) : 'not a string';
       if (problem) return `invalid volume mount path ${JSON.stringify(v.path)}: ${problem}`;
     }

@@ -10,10 +10,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { InstanceSpec, VolumeDeleteMessage } from '@shellwego/core';
 import type { Mount } from '@shellwego/sandbox';
-
-const VOLUME_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
-
-export const isVolumeId = (id: unknown): id is string => typeof id === 'string' && VOLUME_ID_RE.test(id);
+import { isVolumeId } from './identity.ts';
 
 export class VolumeDirs {
   constructor(readonly root: string, private readonly logger: Logger) {}

@@ -117,8 +117,10 @@ export async function requestNodeCert(creds: NodeCredentials, dataDir: string, t
  * The certificate to use now: the saved one while it has over 30 days left, else a new one; a
  * failed renewal keeps a still valid one (said in the log). null: none usable.
  */
-export async function ensureNodeCert(creds: NodeCredentials, dataDir: string, log: { info(o: object, m: string): void; warn(o: object, m: string): void; error(o: object, m: string): void }, now = Date.now()): Promise<NodeClusterCert | null> {
-  const held = await loadNodeCert(dataDir, creds.nodeId);
+export async function ensureNodeCert(creds: NodeCredentials, dataDir: string, log: { info(o: object, m: string): void; warn(o: object, m: string): void; error(o: object, m: string): void }, now = Date.now(),
+  saved?: NodeClusterCert | null): Promise<NodeClusterCert | null> {
+  // `saved`: what the caller already read from the data dir (undefined: read it here).
+  const held = saved === undefined ? await loadNodeCert(dataDir, creds.nodeId) : saved;
   if (held && held.notAfter.getTime() - now > NODE_CERT_RENEW_BEFORE_MS) return held;
   try {
     const fresh = await requestNodeCert(creds, dataDir);
@@ -142,8 +144,9 @@ export async function ensureNodeCert(creds: NodeCredentials, dataDir: string, lo
  */
 export async function startupNodeCert(creds: NodeCredentials, dataDir: string, log: Parameters<typeof ensureNodeCert>[2]): Promise<NodeClusterCert | null> {
   const held = await loadNodeCert(dataDir, creds.nodeId);
-  if (held && held.notAfter.getTime() > Date.now() + 3_600_000) return held;
-  return ensureNodeCert(creds, dataDir, log);
+  const now = Date.now();
+  if (held && held.notAfter.getTime() > now + 3_600_000) return held;
+  return ensureNodeCert(creds, dataDir, log, now, held);
 }
 
 /** Checks now and then once a day (`everyMs`), and hands a renewed certificate to `use`. */

@@ -2,10 +2,9 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { Ctx } from '../context.ts';
-import { UsageError } from '../errors.ts';
 import { ago, table } from '../format.ts';
 import { findLink, writeLink } from '../link.ts';
-import { withApp, withJson } from './shared.ts';
+import { confirmName, withApp, withJson } from './shared.ts';
 import type { AppOpts, JsonOpts } from './shared.ts';
 
 export function registerApps(program: Command, ctx: Ctx): void {
@@ -64,12 +63,9 @@ export function registerApps(program: Command, ctx: Ctx): void {
       .argument('<name>', 'the app to delete')
       .option('--confirm <name>', 'the app name again, to confirm'),
   ).action(async (name: string, opts: JsonOpts & { confirm?: string }) => {
-    let confirm = opts.confirm;
-    if (confirm === undefined) {
-      if (!ctx.io.stdinIsTTY) throw new UsageError(`deleting ${name} destroys it and its releases: re-run with --confirm ${name}`);
-      confirm = (await ctx.io.prompt(`This deletes ${name}, its releases and instances. Type the app name to confirm: `)).trim();
-    }
-    if (confirm !== name) throw new UsageError(`--confirm '${confirm}' does not match the app name '${name}'`);
+    await confirmName(ctx, opts.confirm, name, {
+      refusal: `deleting ${name} destroys it and its releases`, prompt: `This deletes ${name}, its releases and instances.`, noun: 'app name',
+    });
     const r = await (await ctx.client()).call('deleteApp', { params: { app: name } });
     if (opts.json) return ctx.json(r);
     ctx.out(`Deleted ${name}`);

@@ -4,7 +4,7 @@ import type { VolumeT } from '@shellwego/core';
 import type { Ctx } from '../context.ts';
 import { UsageError } from '../errors.ts';
 import { ago, table } from '../format.ts';
-import { withApp, withJson } from './shared.ts';
+import { confirmName, withApp, withJson } from './shared.ts';
 import type { AppOpts, JsonOpts } from './shared.ts';
 
 const where = (v: VolumeT) => (v.nodeId === null ? 'not placed yet' : v.nodeName ?? v.nodeId);
@@ -69,12 +69,9 @@ export function registerVolumes(program: Command, ctx: Ctx): void {
       .option('--confirm <name>', 'the volume name again, to confirm'),
   )).action(async (name: string, opts: AppOpts & JsonOpts & { confirm?: string }) => {
     const app = await ctx.app(opts.app);
-    let confirm = opts.confirm;
-    if (confirm === undefined) {
-      if (!ctx.io.stdinIsTTY) throw new UsageError(`destroying volume ${name} deletes its data for good: re-run with --confirm ${name}`);
-      confirm = (await ctx.io.prompt(`This deletes volume ${name} of ${app} and all its data. Type the volume name to confirm: `)).trim();
-    }
-    if (confirm !== name) throw new UsageError(`--confirm '${confirm}' does not match the volume name '${name}'`);
+    await confirmName(ctx, opts.confirm, name, {
+      refusal: `destroying volume ${name} deletes its data for good`, prompt: `This deletes volume ${name} of ${app} and all its data.`, noun: 'volume name',
+    });
     const r = await (await ctx.client()).call('deleteVolume', { params: { app, volume: name } });
     if (opts.json) return ctx.json(r);
     ctx.out(`Destroyed volume ${name} of ${app}`);

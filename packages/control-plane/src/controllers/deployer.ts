@@ -669,7 +669,11 @@ export class Deployer {
           else byNode.set(i.nodeId, [i]);
         }
         const volumes = new Map<string, VolumeRow[]>();
-        for (const v of await store.volumes.listPinned()) volumes.set(v.nodeId!, [...(volumes.get(v.nodeId!) ?? []), v]);
+        for (const v of await store.volumes.listPinned()) {
+          const list = volumes.get(v.nodeId!);
+          if (list) list.push(v);
+          else volumes.set(v.nodeId!, [v]);
+        }
         for (const node of await store.nodes.list()) await this.publishNode(node.id, byNode.get(node.id) ?? [], what.assignments, volumes.get(node.id) ?? []);
       }
       if (routesFailed) throw routesFailed;

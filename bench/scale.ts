@@ -18,11 +18,11 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Sqlite from 'better-sqlite3';
-import { RouteTableAssembler, newId, subjects } from '@shellwego/core';
+import { AssignmentsAssembler, RouteTableAssembler, newId, splitStatusReport, subjects } from '@shellwego/core';
 import type { AssignmentsMessage, HeartbeatMessage, InstanceStatusMessage, RouteTableMessage } from '@shellwego/core';
 import { openSqliteStore } from '@shellwego/store';
 import { connectNatsBus } from '../packages/bus/src/nats.ts';
@@ -164,9 +164,11 @@ async function storeLatency(fn: () => Promise<unknown>): Promise<{ p50Ms: number
 const routeTables = { received: 0, largestBytes: 0, tables: 0, gaps: 0, lastRoutes: 0, lastBackends: 0 };
 
 /**
- * One simulated agent: heartbeats every 2 s, answers each new assignment with `running`, and
- * reports every instance it runs again every 10 s, as the real agent does (a report lost in a
- * burst — NATS drops messages to a slow consumer — is repaired by the next one).
+ * One simulated agent: heartbeats every 2 s (with the assignment generation it acts on, and the
+ * first one also with its route table's version, as a real node's agent and router report them),
+ * answers each new assignment with `running`, and reports every instance it runs again every
+ * 10 s in one report, as the real agent does (a status lost in a burst — NATS drops messages to a
+ * slow consumer — is repaired by the next report).
  */
 async function simulatedAgent(natsUrl: string, i: number, firstHeartbeat: () => void): Promise<() => void> {
   const nodeId = newId('nod');
@@ -174,7 +176,10 @@ async function simulatedAgent(natsUrl: string, i: number, firstHeartbeat: () => 
   buses.push(bus);
   const reported = new Map<string, number>();
   const statuses = new Map<string, InstanceStatusMessage>();
+  let generation: number | null = null;
+  let routesVersion: number | null | undefined;
   if (i === 0) {
+    routesVersion = null;
     // Assembles chunks and deltas as a router does (core/src/route-sync.ts).
     const assembler = new RouteTableAssembler();
     let held: RouteTableMessage | null = null;
@@ -188,12 +193,20 @@ async function simulatedAgent(natsUrl: string, i: number, firstHeartbeat: () => 
       }
       if (typeof got === 'string' || (held && got.table.version <= held.version)) return;
       held = got.table;
+      routesVersion = held.version;
       routeTables.tables++;
       routeTables.lastRoutes = Object.keys(held.routes).length;
       routeTables.lastBackends = Object.values(held.routes).reduce((s, r) => s + r.backends.length, 0);
     });
   }
-  bus.subscribe<AssignmentsMessage>(subjects.assignments(nodeId), async (m) => {
+  // Sets too large for one message come in chunks (core/src/route-sync.ts): acted on when whole, as the agent does.
+  const chunks = new AssignmentsAssembler();
+  bus.subscribe<AssignmentsMessage>(subjects.assignments(nodeId), async (msg) => {
+    const whole = chunks.accept(msg);
+    if (typeof whole === 'string') return;
+    const m = whole.message;
+    if (generation !== null && m.generation < generation) return;
+    generation = m.generation;
     const at = new Date().toISOString();
     for (const s of m.instances) {
       if (reported.get(s.instanceId) === s.restartGeneration) continue;
@@ -208,12 +221,15 @@ async function simulatedAgent(natsUrl: string, i: number, firstHeartbeat: () => 
     const assigned = new Set(m.instances.map((s) => s.instanceId));
     for (const id of statuses.keys()) if (!assigned.has(id)) statuses.delete(id);
   });
+  // The periodic full report: one message per node, as the agent sends it (split only past the message size).
   timers.push(setInterval(() => {
-    for (const st of statuses.values()) void bus.publish(subjects.instanceStatus(nodeId), st);
+    if (statuses.size === 0) return;
+    for (const part of splitStatusReport({ nodeId, statuses: [...statuses.values()] })) void bus.publish(subjects.instanceStatus(nodeId), part);
   }, 10_000));
   const beat = () => {
     const hb: HeartbeatMessage = {
       nodeId, name: `sim-${i}`, isolation: 'none', capacity: { cpus: 1024, memoryMb: 4_194_304 }, instances: reported.size, at: new Date().toISOString(),
+      assignmentsGeneration: generation, ...(routesVersion !== undefined ? { routesVersion } : {}),
     };
     firstHeartbeat();
     void bus.publish(subjects.heartbeat(nodeId), hb);
@@ -242,6 +258,7 @@ async function stopAll(): Promise<void> {
   for (const d of dirs) await rm(d, { recursive: true, force: true });
 }
 
+let serverOutput: (() => string) | null = null;
 try {
   nats = await NatsServerProcess.start();
 
@@ -271,6 +288,7 @@ try {
 
   t = performance.now();
   const server = await startServer(dir, nats.url, true);
+  serverOutput = server.output;
   const startS = (performance.now() - t) / 1000;
   const idleRss = await rssMb(server.proc.pid!);
   console.log(`server up in ${startS.toFixed(1)} s (RSS ${idleRss.toFixed(0)} MB, no nodes yet)`);
@@ -326,6 +344,9 @@ try {
   const heap = { usedMb: metric('shellwego_nodejs_heap_size_used_bytes'), totalMb: metric('shellwego_nodejs_heap_size_total_bytes'), externalMb: metric('shellwego_nodejs_external_memory_bytes') };
   // What the memory costs in time: V8's collections since the start (seconds by kind) and the event loop's delays.
   const gcSeconds = Object.fromEntries([...metricsText.matchAll(/^shellwego_nodejs_gc_duration_seconds_sum\{kind="(\w+)"\} (\S+)$/gm)].map((m) => [m[1], Number(m[2])]));
+  // The deployer's passes over every app (the repair; changes go out as they happen): how many, and how long on average.
+  const passCount = Number(/^shellwego_reconcile_full_pass_seconds_count (\S+)$/m.exec(metricsText)?.[1] ?? NaN);
+  const passes = { count: passCount, meanS: Number(/^shellwego_reconcile_full_pass_seconds_sum (\S+)$/m.exec(metricsText)?.[1] ?? NaN) / passCount };
   const loopLag = { p99Ms: metric('shellwego_nodejs_eventloop_lag_p99_seconds') * 1024 * 1024 * 1000, maxMs: metric('shellwego_nodejs_eventloop_lag_max_seconds') * 1024 * 1024 * 1000 };
   // Reference: what the handlers read, straight on the store (apps of the org + each current release; one app's instances).
   const store = await openSqliteStore(join(dir, 'shellwego.db'));
@@ -346,7 +367,7 @@ try {
     organizations: ORGS, apps: ORGS * APPS_PER_ORG, instances: TOTAL, instanceRows: total, nodes: NODES, populateSeconds: populateS, serverStartSeconds: startS,
     completed, running, placeSeconds: placeS, placementsPerSecond: running / placeS, progress,
     rssMb: { empty: emptyRss, loadedNoNodes: idleRss, peak: peakRss, settled: settledRss, settledMin: Math.min(...samples), settledMax: Math.max(...samples), ratio: settledRss / emptyRss, emptySplit, settledSplit },
-    heapSettled: heap, gcSeconds, loopLag,
+    heapSettled: heap, gcSeconds, loopLag, passes,
     listApps: { empty: emptyApps, store: storeApps, loaded: apps, p99Ratio: apps.p99Ms / emptyApps.p99Ms, p99RatioToStore: apps.p99Ms / storeApps.p99Ms },
     listInstances: { empty: emptyInstances, store: storeInstances, loaded: instances, p99Ratio: instances.p99Ms / emptyInstances.p99Ms, p99RatioToStore: instances.p99Ms / storeInstances.p99Ms },
     routeTables,
@@ -357,6 +378,7 @@ try {
   console.log(`  RSS ${completed ? 'settled   ' : 'at the end'} (median of 30 s)      ${settledRss.toFixed(0)} MB (${Math.min(...samples).toFixed(0)}–${Math.max(...samples).toFixed(0)})   ${result.rssMb.ratio.toFixed(1)}x empty (${emptyRss.toFixed(0)} MB), peak ${peakRss.toFixed(0)} MB   (target < 200 MB)`);
   console.log(`  RSS split settled: ${settledSplit.anon.toFixed(0)} MB anonymous (heaps, malloc), ${settledSplit.file.toFixed(0)} MB mapped files; empty: ${emptySplit.anon.toFixed(0)} + ${emptySplit.file.toFixed(0)} MB`);
   console.log(`  server GC since start: ${Object.entries(gcSeconds).map(([k, v]) => `${k} ${v.toFixed(1)} s`).join(', ')}; event loop delay p99 ${loopLag.p99Ms.toFixed(0)} ms, max ${loopLag.maxMs.toFixed(0)} ms`);
+  console.log(`  server passes over every app: ${passes.count}, ${passes.meanS.toFixed(2)} s each on average`);
   console.log(`  server heap settled: ${heap.usedMb.toFixed(0)} MB used of ${heap.totalMb.toFixed(0)} MB, external ${heap.externalMb.toFixed(0)} MB`);
   console.log(`  GET /v1/apps (${APPS_PER_ORG} apps)            ${lat(apps)}   empty server: ${lat(emptyApps)}   p99 ${result.listApps.p99Ratio.toFixed(1)}x`);
   console.log(`      same reads on the store:        ${lat(storeApps)}   API p99 ${result.listApps.p99RatioToStore.toFixed(1)}x the store's`);
@@ -370,5 +392,7 @@ try {
     await sleep(Number(process.env.BENCH_HOLD_S) * 1000);
   }
 } finally {
+  // BENCH_SERVER_OUT: the loaded server's output, e.g. with BENCH_SERVER_NODE_ARGS=--trace-gc.
+  if (process.env.BENCH_SERVER_OUT && serverOutput) await writeFile(process.env.BENCH_SERVER_OUT, serverOutput());
   await stopAll();
 }

@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import type { Logger } from 'pino';
-import { AssignmentsAssembler, subjects } from '@shellwego/core';
+import { AssignmentsAssembler, splitStatusReport, subjects } from '@shellwego/core';
 import type { AppLogMessage, AssignmentsMessage, BlobStore, HeartbeatMessage, InstanceSpec, InstanceStatusMessage, VolumeDeleteMessage } from '@shellwego/core';
 import type { Bus, Subscription } from '@shellwego/bus';
 import type { SandboxRuntime } from '@shellwego/sandbox';
@@ -51,6 +51,8 @@ export interface AgentOptions {
   labels?: Record<string, string>;
   /** host:port of this node's router cluster listener, reported with every heartbeat (routing across nodes). */
   clusterEndpoint?: string;
+  /** The route table version this node's router holds, reported with every heartbeat (the control plane resends a missed table). */
+  routesVersion?: () => number | null;
   /** Full status report of every instance (and a reconcile pass). Default 10000. */
   statusIntervalMs?: number;
   /** A web process must accept TCP connections on $PORT within this. Default 60000. */
@@ -401,6 +403,8 @@ class NodeAgent implements Agent {
       nodeId: this.opts.nodeId, name: this.opts.name, isolation: this.opts.runtime.isolation, capacity, instances: live, at: new Date().toISOString(),
       ...(this.opts.labels ? { labels: this.opts.labels } : {}),
       ...(this.opts.clusterEndpoint ? { clusterEndpoint: this.opts.clusterEndpoint } : {}),
+      assignmentsGeneration: Number.isFinite(this.generation) ? this.generation : null,
+      ...(this.opts.routesVersion ? { routesVersion: this.opts.routesVersion() } : {}),
     } satisfies HeartbeatMessage);
   }
 
@@ -414,14 +418,21 @@ class NodeAgent implements Agent {
     }
   }
 
-  /** Level-triggered: the whole truth, so a restarted control plane (or a lost message) catches up. */
+  /**
+   * Level-triggered: the whole truth, so a restarted control plane (or a lost message) catches up.
+   * One report per node (split only past the message size), on the subject of single statuses so
+   * the two stay in order.
+   */
   private reportAll(): void {
     const now = Date.now();
-    for (const r of this.runners.values()) this.publish(subjects.instanceStatus(this.opts.nodeId), r.status());
+    const statuses: InstanceStatusMessage[] = [];
+    for (const r of this.runners.values()) statuses.push(r.status());
     for (const [id, t] of this.tombstones) {
       if (t.until < now) this.tombstones.delete(id);
-      else this.publish(subjects.instanceStatus(this.opts.nodeId), { ...t.msg, at: new Date().toISOString() });
+      else statuses.push({ ...t.msg, at: new Date().toISOString() });
     }
+    if (statuses.length === 0) return;
+    for (const part of splitStatusReport({ nodeId: this.opts.nodeId, statuses })) this.publish(subjects.instanceStatus(this.opts.nodeId), part);
   }
 
   private publish(subject: string, data: unknown): void {

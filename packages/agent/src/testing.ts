@@ -6,8 +6,8 @@ import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { create as createTar } from 'tar';
-import { subjects } from '@shellwego/core';
-import type { AppLogMessage, BlobStore, InstanceSpec, InstanceStatusMessage, LogLineT } from '@shellwego/core';
+import { isStatusReport, subjects } from '@shellwego/core';
+import type { AppLogMessage, BlobStore, InstanceSpec, InstanceStatusMessage, InstanceStatusReport, LogLineT } from '@shellwego/core';
 import type { Bus } from '@shellwego/bus';
 
 /** Content-addressed files in a directory (the real stores live in @shellwego/store). */
@@ -94,8 +94,10 @@ export class BusRecorder {
   private waiters: Array<() => void> = [];
 
   constructor(bus: Bus) {
-    bus.subscribe<InstanceStatusMessage>(subjects.allInstanceStatus, (m) => {
-      this.statuses.push(m);
+    bus.subscribe<InstanceStatusMessage | InstanceStatusReport>(subjects.allInstanceStatus, (m) => {
+      // The periodic report counts as the statuses in it.
+      if (isStatusReport(m)) this.statuses.push(...m.statuses);
+      else this.statuses.push(m);
       this.notify();
     });
     bus.subscribe<AppLogMessage>(subjects.allAppLogs, (m) => {

@@ -14,7 +14,10 @@ export const subjects = {
   /** Agent → control plane: liveness and capacity. */
   heartbeat: (nodeId: string) => `agent.${nodeId}.heartbeat`,
   allHeartbeats: 'agent.*.heartbeat',
-  /** Agent → control plane: observed state of instances. */
+  /**
+   * Agent → control plane: observed state of instances, one status per change and every 10 s all
+   * of them as one report (InstanceStatusReport): on one subject, so the two stay in order.
+   */
   instanceStatus: (nodeId: string) => `agent.${nodeId}.status`,
   allInstanceStatus: 'agent.*.status',
   /** Agent → control plane: app output. */
@@ -134,6 +137,13 @@ export interface HeartbeatMessage {
   at: string;
   /** host:port where this node's router takes requests for its instances from other nodes' routers (absent = not offered). */
   clusterEndpoint?: string;
+  /**
+   * The assignment generation the agent acts on (null: none yet, e.g. just restarted). The
+   * control plane resends a node's set only when the node is behind, not on every pass.
+   */
+  assignmentsGeneration?: number | null;
+  /** The route table version this node's router holds (null: none yet; absent: the node runs no router). */
+  routesVersion?: number | null;
 }
 
 export interface InstanceStatusMessage {
@@ -151,6 +161,22 @@ export interface InstanceStatusMessage {
   /** Last output lines when the instance crashed, so `ps` can say why. */
   lastLog?: string[];
   restartGeneration: number;
+}
+
+/**
+ * Every instance's status at once (the agent's periodic, level-triggered report). One message
+ * per node instead of one per instance: at 30,000 instances the single messages were 3,000 a
+ * second for a control plane that has to read a row for each. A report too large for one
+ * message goes as several; each stands alone.
+ */
+export interface InstanceStatusReport {
+  nodeId: string;
+  statuses: InstanceStatusMessage[];
+}
+
+/** A message on `instanceStatus`: one status, or a report of all of them. */
+export function isStatusReport(m: InstanceStatusMessage | InstanceStatusReport): m is InstanceStatusReport {
+  return Array.isArray((m as InstanceStatusReport | null)?.statuses);
 }
 
 export interface AppLogMessage {

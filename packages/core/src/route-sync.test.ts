@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { AssignmentsAssembler, CertificatesAssembler, RouteTableAssembler, routeTableDelta, splitAssignments, splitCertificates, splitRouteTable } from './route-sync.ts';
-import type { AssignmentsMessage, CertificatesMessage, InstanceSpec, RouteTableMessage } from './messages.ts';
+import { AssignmentsAssembler, CertificatesAssembler, RouteTableAssembler, routeTableDelta, splitAssignments, splitCertificates, splitRouteTable, splitStatusReport } from './route-sync.ts';
+import { isStatusReport } from './messages.ts';
+import type { AssignmentsMessage, CertificatesMessage, InstanceSpec, InstanceStatusMessage, InstanceStatusReport, RouteTableMessage } from './messages.ts';
 
 function bigTable(version: number, hosts: number, tag = 'a'): RouteTableMessage {
   const routes: RouteTableMessage['routes'] = {};
@@ -146,4 +147,26 @@ test('assignments: a set that fits goes whole; thousands go in chunks under the 
   const third = a.accept(next[next.length - 1]);
   assert.ok(typeof third === 'object' && third.message.instances.length === 5_000 && third.message.generation === 3);
   assert.equal(a.accept({ nodeId: 'nod_1', generation: 4, instances: 'nope', chunk: { index: 0, count: 2 } }), 'ignored');
+});
+
+test('status reports: one message per node while it fits; thousands split into reports of their own, none lost or repeated', () => {
+  const status = (i: number): InstanceStatusMessage => ({
+    nodeId: 'nod_1', instanceId: `ins_${String(i).padStart(24, '0')}`, state: 'running', exitCode: null, signal: null, oomKilled: false, restarts: 0,
+    address: `10.89.0.${i % 250}:5000`, startedAt: '2026-12-05T06:00:00.000Z', at: '2026-12-05T06:00:10.000Z', restartGeneration: 0,
+    lastLog: ['x'.repeat(200)],
+  });
+  const small: InstanceStatusReport = { nodeId: 'nod_1', statuses: [status(1), status(2)] };
+  assert.deepEqual(splitStatusReport(small), [small]);
+  assert.ok(isStatusReport(small));
+  assert.equal(isStatusReport(status(1)), false, 'a single status is not a report');
+
+  const big: InstanceStatusReport = { nodeId: 'nod_1', statuses: Array.from({ length: 5_000 }, (_, i) => status(i)) };
+  assert.ok(Buffer.byteLength(JSON.stringify(big)) > 1024 * 1024, 'over NATS max_payload as one message');
+  const parts = splitStatusReport(big);
+  assert.ok(parts.length > 4);
+  for (const p of parts) {
+    assert.ok(Buffer.byteLength(JSON.stringify(p)) <= 256 * 1024);
+    assert.equal(p.nodeId, 'nod_1');
+  }
+  assert.deepEqual(parts.flatMap((p) => p.statuses), big.statuses);
 });

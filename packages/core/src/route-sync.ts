@@ -4,7 +4,7 @@
  * chunks of one version, and changes go as deltas against the version before. A router swaps in a
  * table only when it is whole: all chunks of one version, or a delta whose base it holds.
  */
-import type { AssignmentsMessage, CertificatesMessage, RouteTableMessage } from './messages.ts';
+import type { AssignmentsMessage, CertificatesMessage, InstanceStatusReport, RouteTableMessage } from './messages.ts';
 
 /** Serialised size a route message stays under (well below NATS's 1 MB default max_payload). */
 export const ROUTE_CHUNK_BYTES = 256 * 1024;
@@ -147,6 +147,13 @@ export class CertificatesAssembler {
     if (typeof parts === 'string') return parts;
     return { message: { version: m.version, certificates: parts.flatMap((p) => p.certificates) } };
   }
+}
+
+/** A status report in messages under `maxBytes` each (one when it fits); each part is a report of its own. */
+export function splitStatusReport(msg: InstanceStatusReport, maxBytes = ROUTE_CHUNK_BYTES): InstanceStatusReport[] {
+  const head = jsonBytes({ ...msg, statuses: [] });
+  const parts = packItems(msg.statuses, (s) => jsonBytes(s) + 1, head, maxBytes, (s, bytes) => `the status of instance ${s.instanceId} is ${bytes} bytes`);
+  return parts ? parts.map((statuses) => ({ nodeId: msg.nodeId, statuses })) : [msg];
 }
 
 /**

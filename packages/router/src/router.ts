@@ -90,6 +90,8 @@ export interface Router {
   close(): Promise<void>;
   /** The route table currently in force (a copy). */
   table(): RouteTableMessage;
+  /** The version of the table in force (null: none yet); cheap, unlike `table()`. */
+  routesVersion(): number | null;
 }
 
 /** Router-wide state the per-request code needs. */
@@ -561,7 +563,7 @@ export async function createRouter(opts: RouterOptions): Promise<Router> {
     clusterServer.setSecureContext(clusterTls.serverOptions());
   };
 
-  return { port, httpsPort, clusterPort, close, table: () => table.snapshot(), setClusterIdentity };
+  return { port, httpsPort, clusterPort, close, table: () => table.snapshot(), routesVersion: () => table.version, setClusterIdentity };
 }
 
 /** A one-backend route for a request another router sent to this node's instance (no retry elsewhere). */

@@ -147,6 +147,7 @@ export async function startNodeRole<X extends object = Record<never, never>>(
     nodeId, name: hostname(), bus, blobs, runtime, dataDir: join(dataDir, 'agent'), logger: logger.child({ part: 'agent' }),
     capacity: { cpus: cpus().length, memoryMb: Math.floor(totalmem() / 1024 / 1024) }, labels: config.nodeLabels,
     ...(parts.cluster && router.clusterPort !== null ? { clusterEndpoint: endpoint(parts.cluster.advertiseAddress, router.clusterPort) } : {}),
+    routesVersion: () => router.routesVersion(),
   });
   agentRef = agent;
   await agent.start();

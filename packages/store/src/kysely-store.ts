@@ -229,7 +229,7 @@ const toToken = (r: Selectable<ApiTokensTable>): TokenRow => ({
   scopes: JSON.parse(r.scopes) as string[], kind: r.kind as TokenRow['kind'], createdAt: r.created_at, expiresAt: r.expires_at,
   lastUsedAt: r.last_used_at,
 });
-const toApp = (r: Selectable<AppsTable>): AppRow => ({
+export const toApp = (r: Selectable<AppsTable>): AppRow => ({
   id: r.id, organizationId: r.organization_id, name: r.name, plan: r.plan, currentReleaseId: r.current_release_id,
   restartGeneration: r.restart_generation, createdAt: r.created_at, updatedAt: r.updated_at,
 });

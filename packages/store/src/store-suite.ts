@@ -6,7 +6,7 @@
 import { describe, it, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { DEFAULT_DEPLOY_SETTINGS, newId } from '@shellwego/core';
-import type { AppRow, InstanceRow, OrganizationRow, ReleaseRow, Store, UserRow } from './types.ts';
+import type { AppRow, InstanceRow, OrganizationRow, PassPage, ReleaseRow, Store, UserRow } from './types.ts';
 import { CONSTRAINTS } from './schema.ts';
 import { StoreConflictError, StoreMisuseError, StoreReferenceError } from './errors.ts';
 import { migrations } from './migrations/index.ts';
@@ -477,24 +477,51 @@ export function storeSuite(name: string, open: () => Promise<Store>): void {
       assert.equal((await store.volumes.get(t.org.id, t.app.id, 'more'))?.nodeId, null);
     });
 
-    it('scheduling: overview and process types in bulk', async () => {
+    it('scheduling: a pass over every app page by page, and process types in bulk', async () => {
       const t = await tenant(store, 'ovw');
       const rel = await store.releases.create(release(t, (await build(store, t)).id, { processTypes: { web: 'a', worker: 'b' } }));
       await store.formation.upsert(t.org.id, t.app.id, 'web', { quantity: 2 });
       await store.formation.upsert(t.org.id, t.app.id, 'worker', { quantity: 1 });
       await store.deployments.setSettings(t.org.id, t.app.id, { ...DEFAULT_DEPLOY_SETTINGS, drainSeconds: 7 });
-      await store.placements.set(t.org.id, t.app.id, { requiredLabels: { zone: 'a' }, tolerations: [] });
       await store.instances.create(instance(t, rel, { desired: 'stopped', state: 'stopped' }));
-      const o = await store.scheduling.overview();
+      const deployment = await store.deployments.create({
+        organizationId: t.org.id, appId: t.app.id, strategy: 'rolling', settings: DEFAULT_DEPLOY_SETTINGS, reason: null, step: 0, stepStartedAt: null,
+        progressAt: new Date().toISOString(), createdBy: t.user.email, id: newId('dep'), fromReleaseId: null, fromVersion: null, toReleaseId: rel.id, toVersion: rel.version,
+        state: 'in_progress', phase: 'starting',
+      });
+      /** Every page from the start, two apps each (other tests' apps are in this store too). */
+      const pages = async () => {
+        const out: PassPage[] = [];
+        for (let after: string | null = null; ;) {
+          const page = await store.scheduling.passPage(after, 2);
+          if (page.apps.length === 0) return out;
+          assert.ok(page.apps.length <= 2);
+          out.push(page);
+          after = page.apps[page.apps.length - 1].id;
+        }
+      };
+      let all = await pages();
+      // Every app exactly once, in id order; each page carries only its own apps' rows.
+      assert.deepEqual(all.flatMap((p) => p.apps.map((a) => a.id)), (await store.apps.listAll()).map((a) => a.id).sort());
+      for (const p of all) {
+        const ids = new Set(p.apps.map((a) => a.id));
+        for (const appId of [...p.formations.keys(), ...p.settings.keys(), ...p.withStoppedRows, ...p.instances.map((i) => i.appId), ...p.deployments.map((d) => d.appId)]) assert.ok(ids.has(appId));
+      }
+      const mine = () => all.find((p) => p.apps.some((a) => a.id === t.app.id))!;
+      let o = mine();
       assert.deepEqual(o.formations.get(t.app.id)?.map((f) => [f.type, f.quantity]), [['web', 2], ['worker', 1]]);
       assert.equal(o.settings.get(t.app.id)?.drainSeconds, 7);
-      assert.deepEqual(o.placements.get(t.app.id), { requiredLabels: { zone: 'a' }, tolerations: [] });
-      assert.deepEqual([...o.withStoppedRows], [t.app.id]);
+      assert.ok(o.withStoppedRows.has(t.app.id));
+      assert.deepEqual(o.instances.filter((i) => i.appId === t.app.id), [], 'rows stopped for good are not read');
+      assert.deepEqual(o.deployments.filter((d) => d.appId === t.app.id).map((d) => d.id), [deployment.id]);
       const live = await store.instances.create(instance(t, rel, { index: 2, lastLog: ['up'] }));
       await store.instances.update(live.id, { placement: 'on n1: score 100' });
-      assert.deepEqual(await store.scheduling.active(), [{ ...(await store.instances.byId(live.id))!, lastLog: [], placement: null }]);
+      all = await pages();
+      o = mine();
+      assert.deepEqual(o.instances.filter((i) => i.appId === t.app.id), [{ ...(await store.instances.byId(live.id))!, lastLog: [], placement: null }]);
       await store.instances.update(live.id, { placement: 'leaving n1 (node is draining): …' });
-      assert.deepEqual((await store.scheduling.active()).map((i) => i.placement), ['leaving n1 (node is draining): …']);
+      all = await pages();
+      assert.deepEqual(mine().instances.filter((i) => i.appId === t.app.id).map((i) => i.placement), ['leaving n1 (node is draining): …']);
       assert.deepEqual([...(await store.scheduling.processTypes([rel.id, 'rel_missing'])).entries()], [[rel.id, { web: 'a', worker: 'b' }]]);
     });
 

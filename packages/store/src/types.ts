@@ -202,12 +202,21 @@ export type PlacementClaimResult =
    */
   | { placed: false; reason: string; allocation?: NodeAllocation; pinned?: Record<string, string> };
 /** Bulk reads for a periodic pass over every app. */
-export interface SchedulingOverview {
+/** One page of a pass over every app (`scheduling.passPage`): the apps and what a pass needs of each, read together. */
+export interface PassPage {
+  /** Apps with an id after the cursor, in id order. */
+  apps: AppRow[];
   formations: Map<string, FormationRow[]>;
   settings: Map<string, DeploySettingsT>;
-  placements: Map<string, AppPlacement>;
   /** Apps with rows stopped for good (to forget). */
   withStoppedRows: Set<string>;
+  /**
+   * Their instances not stopped for good, oldest first, lighter than `instances.listByApp`: no last
+   * log lines (`lastLog: []`), and `placement` only when it is a "leaving <node>" or "kept on <node>" note.
+   */
+  instances: InstanceRow[];
+  /** Their deployments in progress. */
+  deployments: DeploymentRow[];
 }
 /** A persistent volume of an app (migration 0012): `nodeId` null until its first instance is placed, then fixed. */
 export interface VolumeRow {
@@ -241,12 +250,12 @@ export interface SchedulingRepo {
    * compare-and-set): a heartbeat that arrived meanwhile keeps it up. True when marked.
    */
   markDown(nodeId: string, lastHeartbeatAt: string): Promise<boolean>;
-  overview(): Promise<SchedulingOverview>;
   /**
-   * `instances.listActive()` lighter, for a pass over every app: no last log lines (`lastLog: []`),
-   * and `placement` only when it is a "leaving <node>" or "kept on <node>" note (null otherwise).
+   * A pass over every app, `limit` apps at a time after the id `after` (null: from the start):
+   * what is read per page is dropped before the next one, so a pass at 10,000 apps never holds
+   * all 30,000 instance rows at once (they were V8 old-space garbage every 5 s).
    */
-  active(): Promise<InstanceRow[]>;
+  passPage(after: string | null, limit: number): Promise<PassPage>;
   /** Process types of releases by id (unknown ids are left out). */
   processTypes(releaseIds: string[]): Promise<Map<string, Record<string, string>>>;
 }

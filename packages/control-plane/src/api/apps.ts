@@ -85,7 +85,7 @@ export const appHandlers = {
     await cp.events.record({ organizationId: app.organizationId, appId: null, type: 'app.deleted', message: `App ${app.name} deleted by ${auth.user.email}`, data: { appId: app.id, name: app.name } });
     // The app's instances are gone from the store, so they vanish from assignments and routes.
     await cp.deployer.publishRoutes(false);
-    await cp.deployer.publishAssignments(false);
+    await cp.deployer.publishAssignments();
     await cp.logs.forget(app.id);
     return { deleted: true };
   },

@@ -17,7 +17,7 @@ export const deploymentHandlers = {
     const what = body.healthcheck ? `HTTP GET ${body.healthcheck.path} every ${body.healthcheck.intervalSeconds}s` : 'TCP connect on $PORT';
     await cp.events.record({ organizationId: app.organizationId, appId: app.id, type: 'healthcheck.changed', message: `${params.type} readiness: ${what} (by ${auth.user.email})`, data: { type: params.type, healthcheck: body.healthcheck } });
     // Running instances pick the check up with their next assignment; new ones start with it.
-    await cp.deployer.publishAssignments(false);
+    await cp.deployer.publishAssignments();
     return toFormation(updated);
   },
 
@@ -34,7 +34,7 @@ export const deploymentHandlers = {
     await cp.store.deployments.setSettings(app.organizationId, app.id, merged.data);
     const summary = Object.entries(body).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(' ');
     await cp.events.record({ organizationId: app.organizationId, appId: app.id, type: 'deploy_settings.changed', message: `Deploy settings: ${summary} (by ${auth.user.email})`, data: body });
-    await cp.deployer.publishAssignments(false); // stop timeouts travel with assignments
+    await cp.deployer.publishAssignments(); // stop timeouts travel with assignments
     return merged.data;
   },
 

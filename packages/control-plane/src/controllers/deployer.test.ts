@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { newId, subjects } from '@shellwego/core';
-import type { AssignmentsMessage, HeartbeatMessage, RouteTableMessage } from '@shellwego/core';
+import type { AssignmentsMessage, HeartbeatMessage, InstanceStatusMessage, InstanceStatusReport, RouteTableMessage } from '@shellwego/core';
 import { InProcessBus } from '@shellwego/bus';
 import { openSqliteStore } from '@shellwego/store';
 import { EventRecorder } from '../events.ts';
@@ -16,7 +16,7 @@ import { LogStore } from '../logs.ts';
 import { FileKeyProvider, SecretBox } from '../secrets.ts';
 import { Deployer } from './deployer.ts';
 
-async function setup(lastHeartbeatAt: string) {
+async function setup(lastHeartbeatAt: string, catchUpGraceMs?: number) {
   const dir = await mkdtemp(join(tmpdir(), 'swg-deployer-'));
   const store = await openSqliteStore(':memory:');
   const bus = new InProcessBus();
@@ -27,7 +27,7 @@ async function setup(lastHeartbeatAt: string) {
     store, bus, secrets, events: new EventRecorder(store, bus), logs: new LogStore(join(dir, 'logs')),
     settings: { baseDomain: 'localhost', routerPort: 8000, routerScheme: 'http', dataDir: dir, maxUploadBytes: 1 << 20, version: 'test' },
     logger: pino({ level: 'silent' }),
-  }, 60_000);
+  }, 60_000, undefined, catchUpGraceMs);
   deployer.start(); // as the leading control plane (the periodic pass is 60 s away: the tests drive it)
   const tables: RouteTableMessage[] = [];
   const assignments: AssignmentsMessage[] = [];
@@ -42,27 +42,75 @@ async function setup(lastHeartbeatAt: string) {
   return { store, bus, org, deployer, tables, assignments, cleanup };
 }
 
-test('every pass republishes the route table: unchanged → same version (routers ignore it), changed → a newer one', async () => {
+test('a pass publishes the route table when it changed (as a delta); assignments go to every node that does not report what it holds', async () => {
   const { store, bus, org, deployer, tables, assignments, cleanup } = await setup(new Date().toISOString());
   try {
     await store.apps.create({ id: newId('app'), organizationId: org.id, name: 'one', plan: 'standard' });
     await deployer.reconcileAll();
     await deployer.reconcileAll();
     await bus.drain();
-    assert.equal(tables.length, 2, 'a router that missed the first copy gets the second');
-    assert.equal(tables[1].version, tables[0].version);
-    assert.deepEqual(tables[1].routes, tables[0].routes);
+    // Unchanged, the table is not sent again by the next pass: routers catch up by heartbeat (next test) or keepalive.
+    assert.equal(tables.length, 1);
     assert.ok(tables[0].routes['one.localhost']);
-    // Assignments are level-triggered too, each with a newer generation.
+    // nod_1 has sent no heartbeat saying which generation it holds: every pass sends its set, each with a newer generation.
     assert.equal(assignments.length, 2);
     assert.ok(assignments[1].generation > assignments[0].generation);
 
     await store.apps.create({ id: newId('app'), organizationId: org.id, name: 'two', plan: 'standard' });
     await deployer.reconcileAll();
     await bus.drain();
-    assert.equal(tables.length, 3);
-    assert.ok(tables[2].version > tables[1].version);
-    assert.ok(tables[2].routes['two.localhost']);
+    assert.equal(tables.length, 2);
+    assert.ok(tables[1].version > tables[0].version);
+    assert.equal(tables[1].delta?.base, tables[0].version, 'a change goes as a delta on the version before');
+    assert.deepEqual(Object.keys(tables[1].routes), ['two.localhost']);
+  } finally {
+    await cleanup();
+  }
+});
+
+test('a node behind what was sent to it (lost message, restarted agent) gets it again at its heartbeat; one up to date gets nothing more', async () => {
+  const { store, bus, org, deployer, tables, assignments, cleanup } = await setup(new Date().toISOString(), 0);
+  try {
+    const beat = (assignmentsGeneration: number | null, routesVersion: number | null): HeartbeatMessage => ({
+      nodeId: 'nod_1', name: 'n1', isolation: 'sandbox', capacity: { cpus: 1, memoryMb: 4096 }, instances: 0, at: new Date().toISOString(), assignmentsGeneration, routesVersion,
+    });
+    const heard = async (m: HeartbeatMessage) => {
+      await bus.publish(subjects.heartbeat('nod_1'), m);
+      await bus.drain();
+      await new Promise((r) => setTimeout(r, 200)); // a catch-up goes out with the next publish tick (50 ms)
+      await bus.drain();
+    };
+    await store.apps.create({ id: newId('app'), organizationId: org.id, name: 'one', plan: 'standard' });
+    await deployer.reconcileAll();
+    await bus.drain();
+    const [sets, table] = [assignments.length, tables.at(-1)!];
+    const sent = assignments.at(-1)!.generation;
+
+    await heard(beat(sent, table.version));
+    assert.equal(assignments.length, sets, 'up to date: nothing sent');
+    assert.equal(tables.length, 1);
+
+    // The agent and its router restarted (they hold nothing): the set again (newer generation), the table whole (same version).
+    await heard(beat(null, null));
+    assert.equal(assignments.length, sets + 1);
+    assert.ok(assignments.at(-1)!.generation > sent);
+    assert.deepEqual(assignments.at(-1)!.instances, assignments[sets - 1].instances);
+    assert.equal(tables.length, 2);
+    assert.equal(tables[1].version, table.version);
+    assert.equal(tables[1].delta, undefined, 'whole, not a delta');
+
+    // Reporting now: a pass leaves its unchanged set alone.
+    await heard(beat(assignments.at(-1)!.generation, table.version));
+    await deployer.reconcileAll();
+    await bus.drain();
+    assert.equal(assignments.length, sets + 1);
+    assert.equal(tables.length, 2);
+
+    // Holding newer ones than ours (another control plane led meanwhile, its clock ahead): ours must pass them, or they are refused.
+    const theirs = assignments.at(-1)!.generation + 1e9;
+    await heard(beat(theirs, table.version + 1e9));
+    assert.ok(assignments.at(-1)!.generation > theirs);
+    assert.ok(tables.at(-1)!.version > table.version + 1e9);
   } finally {
     await cleanup();
   }
@@ -164,11 +212,12 @@ test('two control planes placing at once (a deposed leader still finishing its p
 });
 
 test('a ready node that comes back on another cluster endpoint gets a pass at once (routers learn where to dial it)', async () => {
-  const { store, bus, deployer, tables, cleanup } = await setup(new Date().toISOString());
+  const { store, bus, deployer, assignments, cleanup } = await setup(new Date().toISOString());
   try {
     const beat = (clusterEndpoint: string): HeartbeatMessage => ({
       nodeId: 'nod_1', name: 'n1', isolation: 'sandbox', capacity: { cpus: 1, memoryMb: 4096 }, instances: 0, at: new Date().toISOString(), clusterEndpoint,
     });
+    // Observed through the node's assignments: its heartbeats here do not say what it holds, so a pass sends its set.
     const settle = async () => {
       await bus.drain();
       await new Promise((r) => setTimeout(r, 300)); // the pass is scheduled 50 ms out
@@ -178,15 +227,15 @@ test('a ready node that comes back on another cluster endpoint gets a pass at on
     await bus.publish(subjects.heartbeat('nod_1'), beat('10.0.0.1:8001'));
     await settle();
     assert.equal((await store.nodes.byId('nod_1'))?.clusterEndpoint, '10.0.0.1:8001');
-    const before = tables.length;
+    const before = assignments.length;
     await bus.publish(subjects.heartbeat('nod_1'), beat('10.0.0.1:8001'));
     await bus.drain();
     await new Promise((r) => setTimeout(r, 300));
-    assert.equal(tables.length, before, 'the same endpoint: no extra pass');
+    assert.equal(assignments.length, before, 'the same endpoint: no extra pass');
     await bus.publish(subjects.heartbeat('nod_1'), beat('10.0.0.1:9001'));
     await bus.drain();
     await new Promise((r) => setTimeout(r, 300));
-    assert.ok(tables.length > before, 'a new endpoint: a pass republished the table');
+    assert.ok(assignments.length > before, 'a new endpoint: a pass ran at once');
     assert.equal((await store.nodes.byId('nod_1'))?.clusterEndpoint, '10.0.0.1:9001');
   } finally {
     await cleanup();
@@ -204,6 +253,49 @@ test('a heartbeat of a removed node (its NATS user revoked) does not bring it ba
     await bus.drain();
     assert.equal(await store.nodes.byId('nod_gone'), undefined);
     assert.equal((await store.nodes.byId('nod_new'))?.state, 'ready');
+  } finally {
+    await cleanup();
+  }
+});
+
+test("a node's status report: only statuses that differ from the rows are written; one naming another node changes nothing", async () => {
+  const { store, bus, org, deployer, cleanup } = await setup(new Date().toISOString());
+  try {
+    const secrets = new SecretBox(FileKeyProvider.fromKey(Buffer.alloc(32, 5)), store);
+    const user = await store.users.create({ id: newId('usr'), email: 'report@example.com', passwordHash: 'h', platformAdmin: false });
+    const app = await store.apps.create({ id: newId('app'), organizationId: org.id, name: 'reported', plan: 'free' });
+    const build = await store.builds.create({ id: newId('bld'), appId: app.id, organizationId: org.id, sourceDigest: 'b'.repeat(64), createdBy: user.id });
+    const release = await store.releases.create({
+      id: newId('rel'), appId: app.id, organizationId: org.id, buildId: build.id, description: 'test', processTypes: { web: 'x' },
+      artifactDigest: 'a'.repeat(64), configSealed: await secrets.sealJson(app, {}), configKeys: [], createdBy: user.id,
+    });
+    await store.apps.update(org.id, app.id, { currentReleaseId: release.id });
+    await store.formation.upsert(org.id, app.id, 'web', { quantity: 2, command: 'x' });
+    await deployer.reconcileApp(org.id, app.id);
+    const [a, b] = await store.instances.listByApp(org.id, app.id);
+    assert.ok(a && b && a.nodeId === 'nod_1' && b.nodeId === 'nod_1');
+    const status = (id: string, state: InstanceStatusMessage['state'], address: string | null, restarts = 0): InstanceStatusMessage => ({
+      nodeId: 'nod_1', instanceId: id, state, exitCode: state === 'crashed' ? 1 : null, signal: null, oomKilled: false, restarts, address,
+      startedAt: null, at: new Date().toISOString(), restartGeneration: 0,
+    });
+    const report = async (statuses: InstanceStatusMessage[]) => {
+      await bus.publish(subjects.instanceStatus('nod_1'), { nodeId: 'nod_1', statuses } satisfies InstanceStatusReport);
+      await bus.drain();
+    };
+    await report([status(a.id, 'running', '10.89.0.2:5000'), status(b.id, 'running', '10.89.0.3:5000')]);
+    const rowB = (await store.instances.byId(b.id))!;
+    assert.equal((await store.instances.byId(a.id))!.state, 'running');
+    assert.equal(rowB.address, '10.89.0.3:5000');
+
+    await new Promise((r) => setTimeout(r, 5)); // a write now would show in updatedAt
+    await report([
+      status(a.id, 'crashed', null, 1), status(b.id, 'running', '10.89.0.3:5000'),
+      { ...status(b.id, 'stopped', null), nodeId: 'nod_2' }, // not this node's to report
+    ]);
+    const afterA = (await store.instances.byId(a.id))!;
+    assert.equal(afterA.state, 'crashed');
+    assert.equal(afterA.restarts, 1);
+    assert.deepEqual(await store.instances.byId(b.id), rowB, 'unchanged: not written at all');
   } finally {
     await cleanup();
   }

@@ -1,9 +1,9 @@
 import type { Logger } from 'pino';
-import { DEFAULT_DEPLOY_SETTINGS, DEFAULT_PLAN, PLANS, instanceMachine, newId, nodeState, routeTableDelta, splitAssignments, splitRouteTable, subjects } from '@shellwego/core';
-import type { AppPlacement, AssignmentsMessage, DeploySettingsT, EventT, HeartbeatMessage, InstanceSpec, InstanceStatusMessage, Readiness, ReconcileRequestMessage, RouterStatsMessage, RouteTableMessage } from '@shellwego/core';
+import { DEFAULT_DEPLOY_SETTINGS, DEFAULT_PLAN, PLANS, instanceMachine, isStatusReport, newId, nodeState, routeTableDelta, splitAssignments, splitRouteTable, subjects } from '@shellwego/core';
+import type { AppPlacement, AssignmentsMessage, DeploySettingsT, EventT, HeartbeatMessage, InstanceSpec, InstanceStatusMessage, InstanceStatusReport, Readiness, ReconcileRequestMessage, RouterStatsMessage, RouteTableMessage } from '@shellwego/core';
 import type { Bus, Subscription } from '@shellwego/bus';
 import { createHash } from 'node:crypto';
-import type { AppRow, DeploymentRow, FormationRow, InstanceRow, NodeAllocation, NodeRow, ReleaseRow, SchedulingOverview, Store, VolumeRow } from '@shellwego/store';
+import type { AppRow, DeploymentRow, FormationRow, InstanceRow, NodeAllocation, NodeRow, ReleaseRow, Store, VolumeRow } from '@shellwego/store';
 import type { SecretBox } from '../secrets.ts';
 import type { EventRecorder } from '../events.ts';
 import type { LogStore } from '../logs.ts';
@@ -13,6 +13,7 @@ import { agentGeneration, planApp, routeBackends } from './plan.ts';
 import type { PlanDeployment } from './plan.ts';
 import { DeploymentController } from './deployments.ts';
 import { clusterEndpointOf, clusterNodes, withNodes } from './route-nodes.ts';
+import { domainRoutes } from '../domains/routes.ts';
 import { DEFAULT_SCHEDULING, leavingNodes, place } from './scheduler.ts';
 import { NodeReports } from './node-reports.ts';
 import type { NodeLoad } from './scheduler.ts';
@@ -41,8 +42,18 @@ export class Deployer {
   private nodeTimer: NodeJS.Timeout | null = null;
   private nodeCheck: Promise<void> | null = null;
   private soonTimer: NodeJS.Timeout | null = null;
-  /** Per node, a hash of the last assignment set published. */
-  private lastAssignments = new Map<string, string>();
+  /** Per node, what was last published to it: the set's digest, its generation and when. */
+  private published = new Map<string, { key: string; generation: number; at: number }>();
+  /**
+   * Nodes whose heartbeats say which generation they act on: a pass sends them a set only when
+   * it changed, and a heartbeat that shows one missed gets it again (`resend`). Others get
+   * every node's set on every pass, as before heartbeats carried it.
+   */
+  private reporting = new Set<string>();
+  private resend = new Set<string>();
+  /** When the route table last went out whole, and whether a node's router was seen behind it. */
+  private routesSentAt = 0;
+  private routesBehind: 'resend' | 'new version' | null = null;
   // ---------- scale (issue 4): caches and coalesced publishing ----------
   /** Per app, what specs and routes need besides instance rows; refreshed by every reconcile of the app and every full pass. */
   private appInfo = new Map<string, AppInfo>();
@@ -50,8 +61,8 @@ export class Deployer {
   private releaseInfo = new Map<string, ReleaseInfo>();
   /** The router's entry of each app on the base domain, rebuilt only for apps that changed. */
   private routeEntries = new Map<string, RouteEntry>();
-  /** Set by a publish of changed entries: the table differs from the last one without comparing it. */
-  private routeEntriesChanged = false;
+  /** Moves with every change of an entry: stands for all of them in the table's key. */
+  private entriesRevision = 0;
   /** What changed since the last publish: apps (routes) and nodes (assignments). */
   private dirtyApps = new Map<string, string>();
   private dirtyNodes = new Set<string>();
@@ -66,6 +77,7 @@ export class Deployer {
   /** Nodes and what they hold, for placement: read once per pass (or second), kept up to date by this process's placements. */
   private cluster: { at: number; nodes: NodeRow[]; alloc: Map<string, NodeAllocation> } | null = null;
   private pass: Promise<void> | null = null;
+  private lastPassMs = 0;
   private nextPass: Promise<void> | null = null;
   /** Timed passes per app (drain deadlines, canary steps, health deadlines): appId → [at, timer]. */
   private wakeups = new Map<string, [number, NodeJS.Timeout]>();
@@ -82,6 +94,7 @@ export class Deployer {
     private readonly deps: { store: Store; bus: Bus; secrets: SecretBox; events: EventRecorder; logs: LogStore; settings: ControlPlaneSettings; logger: Logger },
     private readonly intervalMs = 5000,
     private readonly nodeDownAfterMs = DEFAULT_NODE_DOWN_AFTER_MS,
+    private readonly catchUpGraceMs = CATCH_UP_GRACE_MS,
   ) {
     this.reports = new NodeReports({ store: deps.store, logger: deps.logger });
     this.deployments = new DeploymentController({
@@ -115,12 +128,14 @@ export class Deployer {
       bus.subscribe<HeartbeatMessage>(subjects.allHeartbeats, (m, subject) => (this.reports.bound(subject, m?.nodeId, 'heartbeat') ? this.onHeartbeat(m) : undefined)),
       // A queue group: with several control planes (and a durable bus) one consumer is shared, so a
       // control plane that leads later does not replay statuses the leader before it handled.
-      bus.subscribe<InstanceStatusMessage>(subjects.allInstanceStatus, (m, subject) => (this.reports.bound(subject, m?.nodeId, 'status report') ? this.onInstanceStatus(m) : undefined), { queue: 'control-plane' }),
+      bus.subscribe<InstanceStatusMessage | InstanceStatusReport>(subjects.allInstanceStatus, (m, subject) => {
+        if (!this.reports.bound(subject, m?.nodeId, 'status report')) return;
+        return isStatusReport(m) ? this.onStatusReport(m) : this.onInstanceStatus(m);
+      }, { queue: 'control-plane' }),
       bus.subscribe(subjects.routesRequest, () => this.publishRoutes(true)),
       bus.subscribe<RouterStatsMessage>(subjects.allRouterStats, (m, subject) => { const ok = this.reports.routerStats(subject, m, this.lastRouteTable); if (ok) this.deployments.onRouterStats(ok); }),
     );
-    this.timer = setInterval(() => void this.reconcileAll().catch((err) => this.deps.logger.error({ err }, 'reconcile pass failed')), this.intervalMs);
-    this.timer.unref();
+    this.schedulePass();
     // Node failures are looked for every second, not every pass: failover time is the timeout plus this.
     this.nodeTimer = setInterval(() => void this.markDeadNodes().catch((err) => this.deps.logger.error({ err }, 'node check failed')), Math.min(1000, this.nodeDownAfterMs));
     this.nodeTimer.unref();
@@ -129,7 +144,7 @@ export class Deployer {
   async stop(): Promise<void> {
     for (const s of this.subs) s.unsubscribe();
     this.subs = [];
-    if (this.timer) clearInterval(this.timer);
+    if (this.timer) clearTimeout(this.timer);
     if (this.nodeTimer) clearInterval(this.nodeTimer);
     if (this.soonTimer) clearTimeout(this.soonTimer);
     this.soonTimer = null;
@@ -151,6 +166,19 @@ export class Deployer {
     return run;
   }
 
+  /**
+   * The periodic pass: every `intervalMs`, or ten times as long as the last pass took if that is
+   * longer. It is the repair (changes go out as they happen), and at 10,000 apps a pass takes
+   * seconds: run back to back, its reads would be most of the control plane's work and memory.
+   */
+  private schedulePass(): void {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => {
+      this.reconcileAll().catch((err) => this.deps.logger.error({ err }, 'reconcile pass failed')).finally(() => this.schedulePass());
+    }, Math.max(this.intervalMs, PASS_SHARE * this.lastPassMs));
+    this.timer.unref();
+  }
+
   /** A full pass; one at a time: asked for during one, one more runs after it (level-triggered, so one is enough). */
   reconcileAll(): Promise<void> {
     if (!this.leading) return this.requestReconcile(null, null);
@@ -168,57 +196,68 @@ export class Deployer {
   }
 
   private async fullPass(): Promise<void> {
+    const t0 = performance.now();
+    await this.fullPassOnce();
+    this.lastPassMs = performance.now() - t0;
+    metrics.fullPasses.observe(this.lastPassMs / 1000);
+  }
+
+  private async fullPassOnce(): Promise<void> {
     await this.markDeadNodes();
     const { store } = this.deps;
-    // Bulk reads, then a full reconcile only for apps that are not settled: at 10,000 apps a
-    // pass is a handful of queries, not several per app.
-    const seq = this.publishSeq;
-    const [apps, overview, active, deployments, nodes] = await Promise.all([
-      store.apps.listAll(), store.scheduling.overview(), store.scheduling.active(), store.deployments.listActive(), store.nodes.list(),
-    ]);
-    const byApp = new Map<string, InstanceRow[]>();
-    for (const i of active) {
-      const list = byApp.get(i.appId);
-      if (list) list.push(i);
-      else byApp.set(i.appId, [i]);
-    }
-    const activeDeployments = new Map(deployments.map((d) => [d.appId, d]));
-    const targetOf = (app: AppRow) => {
-      const d = activeDeployments.get(app.id);
-      return d?.state === 'pending' ? d.fromReleaseId : app.currentReleaseId;
-    };
-    // Process types of releases already opened for assignments come from memory (releases never change).
-    const fetched = await store.scheduling.processTypes([...new Set(apps.map(targetOf))].filter((id): id is string => id !== null && !this.releaseInfo.has(id)));
-    const types = { get: (id: string) => this.releaseInfo.get(id)?.processTypes ?? fetched.get(id) };
+    // Apps a page at a time, then a full reconcile only for those not settled: at 10,000 apps a
+    // pass is a few queries per page, not several per app, and never holds every row at once.
+    const [nodes, alloc] = await Promise.all([store.nodes.list(), store.scheduling.allocations()]);
     // Nodes some instances may have to leave (draining, NoExecute taints): their apps get a full reconcile.
     const leavingAny = new Set(nodes.filter((n) => nodeState(n.state, n.operatorState) === 'draining' || n.taints.some((t) => t.effect === 'NoExecute')).map((n) => n.id));
-    this.cluster = { at: Date.now(), nodes, alloc: allocationsOf(active, new Map(apps.map((a) => [a.id, a]))) };
+    this.cluster = { at: Date.now(), nodes, alloc };
     const now = Date.now();
-    let reconciled = 0;
-    for (const app of apps) {
-      this.rememberApp(app, overview.formations.get(app.id) ?? [], overview.settings.get(app.id) ?? DEFAULT_DEPLOY_SETTINGS);
-      const instances = byApp.get(app.id) ?? [];
-      const target = targetOf(app);
-      const settled = !activeDeployments.has(app.id) && !overview.withStoppedRows.has(app.id) &&
-        instances.every((i) => i.desired === 'running' && i.stopAfter === null && i.nodeId !== null && !leavingAny.has(i.nodeId) && !i.placement?.startsWith('leaving ') && !i.placement?.startsWith('kept on ')) &&
-        noChanges(planApp({
-          now, targetReleaseId: target, processTypes: withoutReleasePhase((target && types.get(target)) || {}), formation: overview.formations.get(app.id) ?? [],
-          instances, deployment: null, settings: overview.settings.get(app.id) ?? DEFAULT_DEPLOY_SETTINGS,
-        }));
-      if (!settled) {
-        reconciled++;
-        await this.reconcileApp(app.organizationId, app.id, { publish: false });
+    const present = new Set<string>();
+    for (let after: string | null = null; ;) {
+      const seq = this.publishSeq;
+      const page = await store.scheduling.passPage(after, PASS_PAGE);
+      if (page.apps.length === 0) break;
+      after = page.apps[page.apps.length - 1].id;
+      const byApp = byAppId(page.instances);
+      const activeDeployments = new Map(page.deployments.map((d) => [d.appId, d]));
+      // Level-triggered routes from these reads, unless a publish began meanwhile (it may carry
+      // newer state; whatever changed is marked for the next publish anyway).
+      if (seq === this.publishSeq) for (const app of page.apps) this.setRouteEntry(app.id, this.routeEntry(app, byApp.get(app.id) ?? [], activeDeployments.get(app.id)));
+      const targetOf = (app: AppRow) => {
+        const d = activeDeployments.get(app.id);
+        return d?.state === 'pending' ? d.fromReleaseId : app.currentReleaseId;
+      };
+      // Process types of releases already opened for assignments come from memory (releases never change).
+      const fetched = await store.scheduling.processTypes([...new Set(page.apps.map(targetOf))].filter((id): id is string => id !== null && !this.releaseInfo.has(id)));
+      const types = { get: (id: string) => this.releaseInfo.get(id)?.processTypes ?? fetched.get(id) };
+      for (const app of page.apps) {
+        present.add(app.id);
+        const formation = page.formations.get(app.id) ?? [];
+        const settings = page.settings.get(app.id) ?? DEFAULT_DEPLOY_SETTINGS;
+        this.rememberApp(app, formation, settings);
+        const instances = byApp.get(app.id) ?? [];
+        const target = targetOf(app);
+        const settled = !activeDeployments.has(app.id) && !page.withStoppedRows.has(app.id) &&
+          instances.every((i) => i.desired === 'running' && i.stopAfter === null && i.nodeId !== null && !leavingAny.has(i.nodeId) && !i.placement?.startsWith('leaving ') && !i.placement?.startsWith('kept on ')) &&
+          noChanges(planApp({
+            now, targetReleaseId: target, processTypes: withoutReleasePhase((target && types.get(target)) || {}), formation, instances, deployment: null, settings,
+          }));
+        if (!settled) await this.reconcileApp(app.organizationId, app.id, { publish: false });
       }
     }
-    const appIds = new Set(apps.map((a) => a.id));
-    for (const id of this.appInfo.keys()) if (!appIds.has(id)) this.appInfo.delete(id);
-    await this.forgetOrphans(active, appIds);
-    // Level-triggered: every node's assignments again (new generation), and the route table; a
-    // router that missed a table (bus outage, separate process) gets it again. An unchanged table
-    // keeps its version, so routers just ignore it.
-    // Nothing written by this pass and nothing published since its reads: they are current, publish from them.
-    const reads = reconciled === 0 && seq === this.publishSeq ? { seq, apps, active, overview, deployments } : undefined;
-    await this.publishAll({ routes: 'pass', assignments: true }, reads);
+    for (const id of this.appInfo.keys()) if (!present.has(id)) this.appInfo.delete(id);
+    await this.dropGoneEntries(present);
+    // Level-triggered: every node's set where it changed (or to nodes that do not report what
+    // they hold), and the route table where it changed (else now and then whole, as a keepalive).
+    await this.publishAll({ routes: 'pass', assignments: 'pass' }, { entriesFresh: true });
+  }
+
+  /** Entries of apps a page-by-page read did not see: the app is gone, or was created after its page was read. */
+  private async dropGoneEntries(seen: Set<string>): Promise<void> {
+    for (const [id, e] of this.routeEntries) {
+      if (seen.has(id)) continue;
+      if (!await this.deps.store.apps.get(e.organizationId, id)) this.setRouteEntry(id, null);
+    }
   }
 
   /**
@@ -421,11 +460,6 @@ export class Deployer {
     }));
   }
 
-  /** Instance rows whose app is gone (deleted mid-flight) are dropped. */
-  private async forgetOrphans(active: InstanceRow[], appIds: Set<string>): Promise<void> {
-    for (const i of active) if (!appIds.has(i.appId)) await this.deps.store.instances.delete(i.id);
-  }
-
   // ---------- agents ----------
 
   private async onHeartbeat(m: HeartbeatMessage): Promise<void> {
@@ -438,6 +472,7 @@ export class Deployer {
       return;
     }
     const endpoint = clusterEndpointOf(m);
+    this.catchUp(m);
     await store.nodes.upsert({
       id: m.nodeId, name: m.name, state: 'ready', isolation: m.isolation, cpus: m.capacity.cpus, memoryMb: m.capacity.memoryMb, lastHeartbeatAt: new Date().toISOString(),
       diskMb: m.capacity.diskMb ?? null, agentLabels: m.labels ?? {}, clusterEndpoint: endpoint,
@@ -453,6 +488,36 @@ export class Deployer {
       // its own: run inline, a long pass would hold up the heartbeats queued behind this one, and
       // live nodes would be marked down for silence that was ours (bench/scale.ts found it).
       this.soon();
+    }
+  }
+
+  /**
+   * A node behind what was published to it (a message lost on the bus, an agent restarted
+   * quicker than the down timeout) gets its set, or the route table, again at once: settled
+   * state is not resent on every pass (at 10,000 apps that was megabytes every 5 s).
+   */
+  private catchUp(m: HeartbeatMessage): void {
+    if (!this.leading) return;
+    const now = Date.now();
+    const got = m.assignmentsGeneration;
+    if (got !== undefined) {
+      this.reporting.add(m.nodeId);
+      const sent = this.published.get(m.nodeId);
+      // Newer than ours (another control plane led meanwhile, its clock ahead): ours must pass it or the agent ignores them.
+      if (got !== null && got > this.generation) this.generation = got;
+      if (sent && got !== sent.generation && now - sent.at > this.catchUpGraceMs) {
+        this.resend.add(m.nodeId);
+        void this.publishSoon();
+      }
+    }
+    const held = m.routesVersion;
+    const table = this.lastRouteTable;
+    if (held !== undefined && table && held !== table.version && now - this.routesSentAt > this.catchUpGraceMs) {
+      // A router holding a newer version than ours refuses ours: the next version passes it.
+      const ahead = held !== null && held > table.version;
+      if (ahead && held > this.routeVersion) this.routeVersion = held;
+      this.routesBehind = ahead || this.routesBehind === 'new version' ? 'new version' : 'resend';
+      void this.publishSoon();
     }
   }
 
@@ -513,6 +578,21 @@ export class Deployer {
     }
   }
 
+  /**
+   * An agent's periodic report of every instance: one read of the node's rows, and only the
+   * statuses that differ from them go on (each reads its row afresh, as a single status does).
+   */
+  private async onStatusReport(m: InstanceStatusReport): Promise<void> {
+    const rows = new Map((await this.deps.store.instances.listByNode(m.nodeId)).map((r) => [r.id, r]));
+    for (const s of m.statuses) {
+      // Each status is the node's own, as on the single subject.
+      if (!this.reports.bound(subjects.instanceStatus(m.nodeId), s?.nodeId, 'status report')) continue;
+      const row = rows.get(s.instanceId);
+      if (row && unchanged(row, s)) continue;
+      await this.onInstanceStatus(s);
+    }
+  }
+
   private async onInstanceStatus(m: InstanceStatusMessage): Promise<void> {
     const { store, logs } = this.deps;
     const row = await store.instances.byId(m.instanceId);
@@ -528,8 +608,7 @@ export class Deployer {
       this.deps.logger.warn({ instance: row.id, from: row.state, to: m.state }, 'instance reported an unexpected transition');
     }
     const crashedAgain = m.state === 'crashed' && m.restarts !== row.restarts;
-    const newLog = m.lastLog !== undefined && JSON.stringify(m.lastLog) !== JSON.stringify(row.lastLog);
-    if (!stateChanged && !crashedAgain && !newLog && row.address === m.address && row.restarts === m.restarts) return;
+    if (unchanged(row, m)) return;
     await store.instances.update(row.id, {
       state: m.state, exitCode: m.exitCode, signal: m.signal, oomKilled: m.oomKilled, restarts: m.restarts, address: m.address,
       startedAt: m.startedAt, ...(m.lastLog ? { lastLog: m.lastLog } : {}),
@@ -555,9 +634,9 @@ export class Deployer {
   }
 
   /** Every node's assignments, rebuilt from the store (API changes that touch specs: deploy settings, health checks, deleted apps). */
-  async publishAssignments(force: boolean): Promise<void> {
+  async publishAssignments(): Promise<void> {
     if (!this.leading) return this.requestReconcile(null, null);
-    await this.publishAll({ routes: null, assignments: force });
+    await this.publishAll({ routes: null, assignments: 'changed' });
   }
 
   /** The whole route table, rebuilt from the store; `force` publishes it with a new version even if unchanged. */
@@ -601,8 +680,12 @@ export class Deployer {
     this.publishSeq++;
     const apps = this.dirtyApps;
     const nodes = this.dirtyNodes;
+    const resend = this.resend;
+    const routesBehind = this.routesBehind;
     this.dirtyApps = new Map();
     this.dirtyNodes = new Set();
+    this.resend = new Set();
+    this.routesBehind = null;
     const { store } = this.deps;
     // Routes first: a stopping instance leaves the router before the agent signals it.
     let changed = false;
@@ -610,114 +693,136 @@ export class Deployer {
       const [app, deployment, instances] = await Promise.all([
         store.apps.get(organizationId, appId), store.deployments.active(organizationId, appId), store.instances.listByApp(organizationId, appId),
       ]);
-      const before = this.routeEntries.get(appId);
-      if (!app) {
-        changed ||= this.routeEntries.delete(appId);
-        continue;
-      }
-      const entry = this.routeEntry(app, instances, deployment);
-      if (!before || JSON.stringify(before) !== JSON.stringify(entry)) {
-        this.routeEntries.set(appId, entry);
-        changed = true;
-      }
+      changed = this.setRouteEntry(appId, app ? this.routeEntry(app, instances, deployment) : null) || changed;
     }
     // A table the bus refuses (too large, bus away) must not hold back assignments: both are logged and retried by the pass.
-    this.routeEntriesChanged = changed;
-    const routesFailed = changed ? await this.publishTable('changed').then(() => null, (err: unknown) => err) : null;
-    for (const nodeId of nodes) await this.publishNode(nodeId, (await store.instances.listByNode(nodeId)).filter((i) => i.desired === 'running'), false);
+    const mode = routesBehind === 'new version' ? 'force' : changed ? 'changed' : routesBehind ? 'resend' : null;
+    const routesFailed = mode ? await this.publishTable(mode).then(() => null, (err: unknown) => err) : null;
+    for (const nodeId of new Set([...nodes, ...resend])) {
+      await this.publishNode(nodeId, (await store.instances.listByNode(nodeId)).filter((i) => i.desired === 'running'), resend.has(nodeId));
+    }
     this.lastFlushMs = performance.now() - t0;
     if (routesFailed) throw routesFailed;
   }
 
   /**
-   * Rebuilds routes and/or assignments from a few bulk reads made inside the publish lock.
-   * routes: 'pass' (periodic: republish, same version when unchanged), 'force' (new version),
-   * 'changed' (only if different), null (leave). assignments: true = every node, false = changed nodes, null = leave.
+   * Rebuilds routes and/or assignments from the store, inside the publish lock.
+   * routes: 'pass' (periodic: publish if changed, else the whole table again now and then for
+   * routers that report no version), 'force' (new version), 'changed' (only if different), null
+   * (leave); `entriesFresh`: the caller (a pass) just refreshed the entries. assignments: 'pass' =
+   * every node's set, published where it changed (and to nodes that do not report what they
+   * hold); 'changed' = the same, only where changed; null = leave.
    */
-  private async publishAll(what: { routes: 'pass' | 'force' | 'changed' | null; assignments: boolean | null },
-    reads?: { seq: number; apps: AppRow[]; active: InstanceRow[]; overview: SchedulingOverview; deployments: DeploymentRow[] }): Promise<void> {
+  private async publishAll(what: { routes: 'pass' | 'force' | 'changed' | null; assignments: 'pass' | 'changed' | null }, opts: { entriesFresh?: boolean } = {}): Promise<void> {
     await this.serial(async () => {
       const { store } = this.deps;
-      // Reads made before another publish ran are not used: that publish may carry newer state.
-      const fresh = reads && reads.seq === this.publishSeq ? reads : undefined;
       this.publishSeq++;
-      // What was marked before these reads is covered by them.
-      if (what.routes && !fresh) this.dirtyApps.clear();
-      if (what.assignments !== null && !fresh) this.dirtyNodes.clear();
-      const [apps, active, overview] = fresh ? [fresh.apps, fresh.active, fresh.overview]
-        : await Promise.all([store.apps.listAll(), store.scheduling.active(), store.scheduling.overview()]);
       let routesFailed: unknown = null;
-      for (const app of apps) this.rememberApp(app, overview.formations.get(app.id) ?? [], overview.settings.get(app.id) ?? DEFAULT_DEPLOY_SETTINGS);
       if (what.routes) {
-        const deployments = new Map((fresh?.deployments ?? await store.deployments.listActive()).map((d) => [d.appId, d]));
-        const web = new Map<string, InstanceRow[]>();
-        for (const i of active) {
-          if (i.processType !== 'web') continue;
-          const list = web.get(i.appId);
-          if (list) list.push(i);
-          else web.set(i.appId, [i]);
+        if (!opts.entriesFresh) {
+          // What was marked before these reads is covered by them.
+          this.dirtyApps.clear();
+          await this.rebuildRouteEntries();
         }
-        this.routeEntries = new Map(apps.map((app) => [app.id, this.routeEntry(app, web.get(app.id) ?? [], deployments.get(app.id))]));
         routesFailed = await this.publishTable(what.routes).then(() => null, (err: unknown) => err);
       }
       if (what.assignments !== null) {
-        const byNode = new Map<string, InstanceRow[]>();
-        for (const i of active) {
-          if (i.desired !== 'running' || i.nodeId === null) continue;
-          const list = byNode.get(i.nodeId);
-          if (list) list.push(i);
-          else byNode.set(i.nodeId, [i]);
-        }
+        this.dirtyNodes.clear();
         const volumes = new Map<string, VolumeRow[]>();
         for (const v of await store.volumes.listPinned()) {
           const list = volumes.get(v.nodeId!);
           if (list) list.push(v);
           else volumes.set(v.nodeId!, [v]);
         }
-        for (const node of await store.nodes.list()) await this.publishNode(node.id, byNode.get(node.id) ?? [], what.assignments, volumes.get(node.id) ?? []);
+        const nodes = await store.nodes.list();
+        for (const node of nodes) {
+          // Node by node: one node's rows at a time, not the whole cluster's.
+          const rows = (await store.instances.listByNode(node.id)).filter((i) => i.desired === 'running');
+          // A pass resends unchanged sets only to nodes that do not say what they hold (the rest catch up by heartbeat).
+          await this.publishNode(node.id, rows, what.assignments === 'pass' && !this.reporting.has(node.id), volumes.get(node.id) ?? []);
+        }
+        const known = new Set(nodes.map((n) => n.id));
+        for (const id of this.published.keys()) if (!known.has(id)) this.published.delete(id);
+        for (const id of this.reporting) if (!known.has(id)) this.reporting.delete(id);
       }
       if (routesFailed) throw routesFailed;
     });
+  }
+
+  /** Every app's route entry from the store, a page of apps at a time. */
+  private async rebuildRouteEntries(): Promise<void> {
+    const present = new Set<string>();
+    for (let after: string | null = null; ;) {
+      const page = await this.deps.store.scheduling.passPage(after, PASS_PAGE);
+      if (page.apps.length === 0) break;
+      after = page.apps[page.apps.length - 1].id;
+      const byApp = byAppId(page.instances);
+      const deployments = new Map(page.deployments.map((d) => [d.appId, d]));
+      for (const app of page.apps) {
+        present.add(app.id);
+        this.rememberApp(app, page.formations.get(app.id) ?? [], page.settings.get(app.id) ?? DEFAULT_DEPLOY_SETTINGS);
+        this.setRouteEntry(app.id, this.routeEntry(app, byApp.get(app.id) ?? [], deployments.get(app.id)));
+      }
+    }
+    await this.dropGoneEntries(present);
   }
 
   private routeEntry(app: AppRow, instances: InstanceRow[], d: DeploymentRow | undefined): RouteEntry {
     const targetReleaseId = d?.state === 'pending' ? d.fromReleaseId : app.currentReleaseId;
     const web = instances.filter((i) => i.processType === 'web');
     const backends = withNodes(routeBackends({ targetReleaseId, instances: web, deployment: d ? planDeployment(d) : null }), web);
-    return { host: `${app.name}.${this.deps.settings.baseDomain}`, route: { appId: app.id, appName: app.name, backends } };
+    return { host: `${app.name}.${this.deps.settings.baseDomain}`, organizationId: app.organizationId, route: { appId: app.id, appName: app.name, backends } };
   }
 
-  /** The table from the per-app entries plus custom domains; published as `mode` says. */
-  private async publishTable(mode: 'pass' | 'force' | 'changed'): Promise<void> {
-    const { store, settings } = this.deps;
+  /**
+   * An app's entry (null: the app is gone). One equal to the held entry leaves it in place: the
+   * held one stays the only copy (it is also in the last table), and the table's revision moves
+   * only on a real change, which is what tells a pass to publish.
+   */
+  private setRouteEntry(appId: string, entry: RouteEntry | null): boolean {
+    const before = this.routeEntries.get(appId);
+    if (entry === null) {
+      if (!before) return false;
+      this.routeEntries.delete(appId);
+    } else {
+      if (before && before.host === entry.host && JSON.stringify(before.route) === JSON.stringify(entry.route)) return false;
+      this.routeEntries.set(appId, entry);
+    }
+    this.entriesRevision++;
+    return true;
+  }
+
+  /**
+   * The table from the per-app entries plus custom domains, published as `mode` says ('resend':
+   * the held table again, whole, for a router seen behind it).
+   */
+  private async publishTable(mode: 'pass' | 'force' | 'changed' | 'resend'): Promise<void> {
+    const { store } = this.deps;
+    const domains = await domainRoutes(store, (appId) => this.routeEntries.get(appId)?.route, (appId) => this.appInfo.get(appId)?.app);
+    const cluster = await clusterNodes(store, this.routeEntries.values());
+    // The entries' revision stands for them (at 10,000 apps their JSON is megabytes); custom domains and nodes are small.
+    const key = `${this.entriesRevision} ${digest(JSON.stringify(domains) + JSON.stringify(cluster))}`;
+    const held = this.lastRouteTable;
+    if (held && key === this.lastRoutes && mode !== 'force') {
+      // Unchanged. Routers that report their version catch up through heartbeats (`catchUp`);
+      // for any that do not (a router in a process of its own), the whole table goes again well
+      // within their stale timeout, so they neither go stale nor miss a change for long.
+      if (mode === 'resend' || (mode === 'pass' && Date.now() - this.routesSentAt >= ROUTES_KEEPALIVE_MS)) await this.sendRoutes(held, null);
+      return;
+    }
     const routes: RouteTableMessage['routes'] = {};
     for (const e of this.routeEntries.values()) routes[e.host] = e.route;
-    const apps = new Map([...this.appInfo.values()].map((i) => [i.app.id, i.app]));
-    await (await import('../domains/routes.ts')).addDomainRoutes(store, routes, apps, settings.baseDomain);
-    const cluster = await clusterNodes(store, routes);
-    // A change already known to be one needs no digest (at 10,000 apps the table's JSON is megabytes): the next pass makes one.
-    const key = mode === 'changed' && this.routeEntriesChanged ? '' : digest(JSON.stringify(routes) + JSON.stringify(cluster));
-    this.routeEntriesChanged = false;
-    if (key && key === this.lastRoutes && this.lastRouteTable) {
-      // The entries just rebuilt equal the held table's: keep one copy of each route (two were
-      // 13 MB each at 10,000 apps; bench/scale.ts).
-      const held = this.lastRouteTable.routes;
-      for (const e of this.routeEntries.values()) e.route = held[e.host] ?? e.route;
-      // Level-triggered like assignments: a router that missed a table (bus outage, separate
-      // process) gets it again. An unchanged table keeps its version, so routers just ignore it.
-      if (mode === 'pass') await this.sendRoutes(this.lastRouteTable, null);
-      if (mode !== 'force') return;
-    }
+    Object.assign(routes, domains);
     this.lastRoutes = key;
-    const previous = this.lastRouteTable;
     this.lastRouteTable = { version: ++this.routeVersion, routes, ...cluster };
-    // Changes go as a delta against the version before; a pass (repair) and a router's request get the full table.
-    await this.sendRoutes(this.lastRouteTable, mode === 'changed' ? previous : null);
+    // Changes go as a delta against the version before; a router's request and a resend get the whole table.
+    await this.sendRoutes(this.lastRouteTable, mode === 'changed' || mode === 'pass' ? held : null);
   }
 
   /** `table` on the bus: as a delta from `previous` when given and small, else whole or in chunks (NATS max_payload). */
   private async sendRoutes(table: RouteTableMessage, previous: RouteTableMessage | null): Promise<void> {
     const delta = previous ? routeTableDelta(previous, table) : null;
+    this.routesSentAt = Date.now();
     for (const msg of delta ? [delta] : splitRouteTable(table)) await this.deps.bus.publish(subjects.routes, msg);
   }
 
@@ -726,15 +831,19 @@ export class Deployer {
     const specs: InstanceSpec[] = [];
     // The volumes that live on this node (one read per node unless the caller read them all).
     const here = volumes ?? (instances.length > 0 ? await this.deps.store.volumes.byNode(nodeId) : []);
+    // Digested spec by spec: one JSON string of a node's whole set is hundreds of kilobytes, straight into V8's old space.
+    const hash = createHash('sha256');
     for (const i of instances) {
       const spec = await this.specOf(i, here);
-      if (spec) specs.push(spec);
+      if (!spec) continue;
+      specs.push(spec);
+      hash.update(JSON.stringify(spec));
     }
-    const key = digest(JSON.stringify(specs));
-    if (!force && this.lastAssignments.get(nodeId) === key) return;
-    this.lastAssignments.set(nodeId, key);
+    const key = hash.digest('base64');
+    if (!force && this.published.get(nodeId)?.key === key) return;
     const msg: AssignmentsMessage = { nodeId, generation: ++this.generation, instances: specs };
     for (const part of splitAssignments(msg)) await this.deps.bus.publish(subjects.assignments(nodeId), part);
+    this.published.set(nodeId, { key, generation: msg.generation, at: Date.now() });
   }
 
   private async specOf(i: InstanceRow, volumesHere: VolumeRow[]): Promise<InstanceSpec | null> {
@@ -759,7 +868,10 @@ export class Deployer {
     };
   }
 
+  /** Held objects stay when the rows read again equal them: replacing 10,000 apps' on every pass made old-space garbage. */
   private rememberApp(app: AppRow, formation: FormationRow[], settings: DeploySettingsT): void {
+    const held = this.appInfo.get(app.id);
+    if (held && sameRow(held.app, app) && JSON.stringify(held.formation) === JSON.stringify(formation) && JSON.stringify(held.settings) === JSON.stringify(settings)) return;
     this.appInfo.set(app.id, { app, formation, settings });
   }
 
@@ -791,25 +903,41 @@ export class Deployer {
 
 /** How long status reports gather before one publish (at least; see `publishSoon`). */
 const PUBLISH_TICK_MS = 50;
+/** A heartbeat showing a node behind what was sent to it this long ago gets it again (agents beat every 2 s). */
+const CATCH_UP_GRACE_MS = 3000;
+/** An unchanged route table goes out whole this often, for routers that report no version (their stale timeout is 60 s). */
+const ROUTES_KEEPALIVE_MS = 20_000;
+/** The periodic pass takes at most about a tenth of the time (see `schedulePass`). */
+const PASS_SHARE = 10;
+/** Apps per page of a pass: a page's rows are garbage young, before V8 moves them to its old space. */
+const PASS_PAGE = 500;
 /** Releases kept decrypted in memory: every app's current release and then some at 10,000 apps. */
 const RELEASE_CACHE = 20_000;
 
 interface AppInfo { app: AppRow; formation: FormationRow[]; settings: DeploySettingsT }
 interface ReleaseInfo { id: string; version: number; processTypes: Record<string, string>; artifactDigest: string; env: Record<string, string> }
-interface RouteEntry { host: string; route: RouteTableMessage['routes'][string] }
+interface RouteEntry { host: string; organizationId: string; route: RouteTableMessage['routes'][string] }
 
 const digest = (s: string) => createHash('sha256').update(s).digest('base64');
 
+const sameRow = (a: AppRow, b: AppRow) => a.updatedAt === b.updatedAt && a.name === b.name && a.plan === b.plan && a.currentReleaseId === b.currentReleaseId &&
+  a.restartGeneration === b.restartGeneration && a.organizationId === b.organizationId;
+
+/** A status that tells nothing new about its row (same state, address, restarts and, when sent, last lines). */
+function unchanged(row: InstanceRow, m: InstanceStatusMessage): boolean {
+  return row.state === m.state && row.address === m.address && row.restarts === m.restarts &&
+    (m.lastLog === undefined || JSON.stringify(m.lastLog) === JSON.stringify(row.lastLog));
+}
+
 const noChanges = (p: ReturnType<typeof planApp>) => p.create.length + p.drain.length + p.stop.length + p.forget.length === 0;
 
-/** What instances desired running hold per node, by their app's plan (as the store's aggregate counts). */
-function allocationsOf(active: InstanceRow[], apps: Map<string, AppRow>): Map<string, NodeAllocation> {
-  const out = new Map<string, NodeAllocation>();
-  for (const i of active) {
-    if (i.desired !== 'running' || i.nodeId === null) continue;
-    const plan = PLANS[apps.get(i.appId)?.plan ?? DEFAULT_PLAN] ?? PLANS[DEFAULT_PLAN];
-    const a = out.get(i.nodeId) ?? { nodeId: i.nodeId, memoryMb: 0, cpus: 0, instances: 0 };
-    out.set(i.nodeId, { nodeId: i.nodeId, memoryMb: a.memoryMb + plan.memoryMb, cpus: a.cpus + plan.cpus, instances: a.instances + 1 });
+/** Instance rows grouped by app, in the order read. */
+function byAppId(rows: InstanceRow[]): Map<string, InstanceRow[]> {
+  const out = new Map<string, InstanceRow[]>();
+  for (const i of rows) {
+    const list = out.get(i.appId);
+    if (list) list.push(i);
+    else out.set(i.appId, [i]);
   }
   return out;
 }

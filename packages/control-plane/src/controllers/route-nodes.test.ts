@@ -29,15 +29,15 @@ test('backends name their node; the table maps every node that reports an endpoi
       { instanceId: 'i2', address: '10.89.0.3:5000', weight: 0, nodeId: 'nod_old' },
       { instanceId: 'i3', address: '10.89.0.4:5000' },
     ]);
-    const routes: RouteTableMessage['routes'] = { 'hello.localhost': { appId: 'app_1', appName: 'hello', backends } };
-    const cluster = await clusterNodes(a, routes);
+    const routes: RouteTableMessage['routes'][string][] = [{ appId: 'app_1', appName: 'hello', backends }];
+    const cluster = await clusterNodes(a, routes.map((route) => ({ route })));
     // Every node with an endpoint, backends there or not: routers take hops only from nodes in the map (ADR 0022).
     assert.deepEqual(cluster.nodes, { nod_a: '10.0.0.1:8001', nod_idle: '10.0.0.3:8001' }, 'the nodes with an endpoint');
     assert.ok(cluster.clusterToken && cluster.clusterToken.length >= 32);
     assert.equal(await clusterToken(b), cluster.clusterToken, 'another control plane on the same database publishes the same token');
 
     // No backend on a node (the all-in-one's table): nothing to add (routers go direct, as before).
-    assert.deepEqual(await clusterNodes(a, { 'x.localhost': { appId: 'app_2', appName: 'x', backends: [backends[2]] } }), {});
+    assert.deepEqual(await clusterNodes(a, [{ route: { appId: 'app_2', appName: 'x', backends: [backends[2]] } }]), {});
 
     // The endpoint moves with the heartbeats, and goes away when a heartbeat has none.
     await a.nodes.upsert(beat('nod_a', null));

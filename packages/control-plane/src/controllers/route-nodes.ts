@@ -43,9 +43,9 @@ export function withNodes(backends: RouteBackend[], instances: Pick<InstanceRow,
  * in the map, not only those with backends: a router takes hops only from routers whose node
  * (from their certificate) is in it (ADR 0022), so a removed node's row leaving it revokes it.
  */
-export async function clusterNodes(store: Store, routes: RouteTableMessage['routes']): Promise<Pick<RouteTableMessage, 'nodes' | 'clusterToken'>> {
+export async function clusterNodes(store: Store, routes: Iterable<{ route: RouteTableMessage['routes'][string] }>): Promise<Pick<RouteTableMessage, 'nodes' | 'clusterToken'>> {
   let used = false;
-  for (const entry of Object.values(routes)) if (entry.backends.some((b) => b.nodeId)) used = true;
+  for (const { route } of routes) if (route.backends.some((b) => b.nodeId)) used = true;
   if (!used) return {};
   const nodes: Record<string, string> = {};
   for (const n of await store.nodes.list()) if (n.clusterEndpoint) nodes[n.id] = n.clusterEndpoint;

@@ -6,11 +6,11 @@ import type { DeploymentRow, DeploymentsRepo } from '../types.ts';
 import type { Ctx } from '../kysely-store.ts';
 
 const now = () => new Date().toISOString();
-const ACTIVE: DeploymentState[] = ['pending', 'in_progress', 'rolling_back'];
+export const ACTIVE: DeploymentState[] = ['pending', 'in_progress', 'rolling_back'];
 /** History is for people reading `deployments info`; a crash-looping deploy must not grow it without bound. */
 const MAX_HISTORY = 100;
 
-const toDeployment = (r: Selectable<DeploymentsTable>): DeploymentRow => ({
+export const toDeployment = (r: Selectable<DeploymentsTable>): DeploymentRow => ({
   id: r.id, organizationId: r.organization_id, appId: r.app_id, fromReleaseId: r.from_release_id, fromVersion: r.from_version,
   toReleaseId: r.to_release_id, toVersion: r.to_version, strategy: r.strategy as DeployStrategy, settings: JSON.parse(r.settings) as DeploySettingsT,
   state: r.state as DeploymentState, phase: r.phase, reason: r.reason, step: r.step, stepStartedAt: r.step_started_at, progressAt: r.progress_at,

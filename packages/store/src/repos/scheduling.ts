@@ -6,10 +6,11 @@
 import { sql } from 'kysely';
 import type { RawBuilder } from 'kysely';
 import { DEFAULT_PLAN, PLANS } from '@shellwego/core';
-import type { AppPlacement, DeploySettingsT } from '@shellwego/core';
-import type { FormationRow, InstanceRow, NodeAllocation, PlacementClaim, PlacementClaimResult, SchedulingOverview, SchedulingRepo } from '../types.ts';
+import type { DeploySettingsT } from '@shellwego/core';
+import type { FormationRow, InstanceRow, NodeAllocation, PassPage, PlacementClaim, PlacementClaimResult, SchedulingRepo } from '../types.ts';
 import type { Ctx, Dialect } from '../kysely-store.ts';
-import { toFormation } from '../kysely-store.ts';
+import { toApp, toFormation } from '../kysely-store.ts';
+import { ACTIVE, toDeployment } from './deployments.ts';
 
 /**
  * What an instance holds on its node: its app's plan (as `nodeLoads` always counted it), as SQL.
@@ -101,13 +102,27 @@ export class Scheduling implements SchedulingRepo {
     return Number(r.numUpdatedRows) > 0;
   }
 
-  async overview(): Promise<SchedulingOverview> {
+  async passPage(after: string | null, limit: number): Promise<PassPage> {
     const db = this.c.q();
-    const [formations, settings, placements, stopped] = await Promise.all([
-      db.selectFrom('formations').selectAll().orderBy('app_id').orderBy('type').execute(),
-      db.selectFrom('deploy_settings').select(['app_id', 'settings']).execute(),
-      db.selectFrom('app_placements').select(['app_id', 'required_labels', 'tolerations']).execute(),
-      db.selectFrom('instances').select('app_id').distinct().where('state', '=', 'stopped').where('desired', '=', 'stopped').execute(),
+    let q = db.selectFrom('apps').selectAll().orderBy('id').limit(limit);
+    if (after !== null) q = q.where('id', '>', after);
+    const apps = (await q.execute()).map(toApp);
+    if (apps.length === 0) return { apps, formations: new Map(), settings: new Map(), withStoppedRows: new Set(), instances: [], deployments: [] };
+    const ids = apps.map((a) => a.id);
+    const [formations, settings, stopped, instances, deployments] = await Promise.all([
+      db.selectFrom('formations').selectAll().where('app_id', 'in', ids).orderBy('app_id').orderBy('type').execute(),
+      db.selectFrom('deploy_settings').select(['app_id', 'settings']).where('app_id', 'in', ids).execute(),
+      db.selectFrom('instances').select('app_id').distinct().where('app_id', 'in', ids).where('state', '=', 'stopped').where('desired', '=', 'stopped').execute(),
+      db.selectFrom('instances')
+        .select(['id', 'organization_id', 'app_id', 'release_id', 'release_version', 'process_type', 'process_index', 'node_id', 'desired', 'state', 'exit_code', 'signal',
+          'oom_killed', 'restarts', 'address', 'started_at', 'restart_generation', 'created_at', 'updated_at', 'stop_after',
+          // The scheduler's explanations are long; only the "leaving <node>" and "kept on <node>" (a volume holds it) notes matter to a pass.
+          sql<string | null>`case when placement like 'leaving %' or placement like 'kept on %' then placement else null end`.as('placement')])
+        .where('app_id', 'in', ids)
+        .where((eb) => eb.or([eb('state', '!=', 'stopped'), eb('desired', '!=', 'stopped')]))
+        .orderBy('created_at').orderBy('id')
+        .execute(),
+      db.selectFrom('deployments').selectAll().where('app_id', 'in', ids).where('state', 'in', ACTIVE).orderBy('created_at').execute(),
     ]);
     const byApp = new Map<string, FormationRow[]>();
     for (const f of formations) {
@@ -116,31 +131,19 @@ export class Scheduling implements SchedulingRepo {
       else byApp.set(f.app_id, [toFormation(f)]);
     }
     return {
+      apps,
       formations: byApp,
       settings: new Map(settings.map((s) => [s.app_id, JSON.parse(s.settings) as DeploySettingsT])),
-      placements: new Map(placements.map((p) => [p.app_id, {
-        requiredLabels: JSON.parse(p.required_labels) as AppPlacement['requiredLabels'], tolerations: JSON.parse(p.tolerations) as AppPlacement['tolerations'],
-      }])),
       withStoppedRows: new Set(stopped.map((s) => s.app_id)),
+      instances: instances.map((r) => ({
+        id: r.id, appId: r.app_id, organizationId: r.organization_id, releaseId: r.release_id, releaseVersion: r.release_version,
+        processType: r.process_type, index: r.process_index, nodeId: r.node_id, desired: r.desired as InstanceRow['desired'],
+        state: r.state as InstanceRow['state'], exitCode: r.exit_code, signal: r.signal, oomKilled: Boolean(r.oom_killed), restarts: r.restarts,
+        address: r.address, startedAt: r.started_at, restartGeneration: r.restart_generation, lastLog: [],
+        createdAt: r.created_at, updatedAt: r.updated_at, stopAfter: r.stop_after, placement: r.placement ?? null,
+      })),
+      deployments: deployments.map(toDeployment),
     };
-  }
-
-  async active(): Promise<InstanceRow[]> {
-    const rows = await this.c.q().selectFrom('instances')
-      .select(['id', 'organization_id', 'app_id', 'release_id', 'release_version', 'process_type', 'process_index', 'node_id', 'desired', 'state', 'exit_code', 'signal',
-        'oom_killed', 'restarts', 'address', 'started_at', 'restart_generation', 'created_at', 'updated_at', 'stop_after',
-        // The scheduler's explanations are long; only the "leaving <node>" and "kept on <node>" (a volume holds it) notes matter to a pass.
-        sql<string | null>`case when placement like 'leaving %' or placement like 'kept on %' then placement else null end`.as('placement')])
-      .where((eb) => eb.or([eb('state', '!=', 'stopped'), eb('desired', '!=', 'stopped')]))
-      .orderBy('created_at').orderBy('id')
-      .execute();
-    return rows.map((r) => ({
-      id: r.id, appId: r.app_id, organizationId: r.organization_id, releaseId: r.release_id, releaseVersion: r.release_version,
-      processType: r.process_type, index: r.process_index, nodeId: r.node_id, desired: r.desired as InstanceRow['desired'],
-      state: r.state as InstanceRow['state'], exitCode: r.exit_code, signal: r.signal, oomKilled: Boolean(r.oom_killed), restarts: r.restarts,
-      address: r.address, startedAt: r.started_at, restartGeneration: r.restart_generation, lastLog: [],
-      createdAt: r.created_at, updatedAt: r.updated_at, stopAfter: r.stop_after, placement: r.placement ?? null,
-    }));
   }
 
   async processTypes(releaseIds: string[]): Promise<Map<string, Record<string, string>>> {

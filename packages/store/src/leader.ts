@@ -6,7 +6,7 @@
  * another control plane takes it on its next try. SQLite has one process by construction, so it
  * always leads.
  */
-import pg from 'pg';
+import type pg from 'pg';
 
 export interface LeaderElection {
   /** True while this process holds the leadership. */
@@ -63,7 +63,9 @@ export class PostgresLeaderElection implements LeaderElection {
     if (this.closed) return;
     try {
       if (!this.client) {
-        const client = new pg.Client({ connectionString: this.url, application_name: 'shellwego-leader', connectionTimeoutMillis: Math.max(1000, this.retryMs) });
+        // Loaded on first use: a daemon on SQLite never needs pg.
+        const { Client } = (await import('pg')).default;
+        const client = new Client({ connectionString: this.url, application_name: 'shellwego-leader', connectionTimeoutMillis: Math.max(1000, this.retryMs) });
         client.on('error', () => this.lost());
         await client.connect();
         this.client = client;

@@ -14,7 +14,7 @@
  *   connections that die (server restart) are removed quietly. While the server is down,
  *   calls fail with StoreUnavailableError (503) instead of hanging or crashing the process.
  */
-import pg from 'pg';
+import type pg from 'pg';
 import { Kysely, PostgresDialect, PostgresQueryCompiler } from 'kysely';
 import type { ColumnDefinitionNode, CompiledQuery, DatabaseConnection, DataTypeNode, QueryCompiler } from 'kysely';
 import type { Store } from './types.ts';
@@ -80,7 +80,9 @@ function redact(url: string): string {
  * migrator's advisory lock.
  */
 export async function openPostgresStore(url: string, opts: PostgresStoreOptions = {}): Promise<Store> {
-  const pool = new pg.Pool({
+  // Loaded here, not with the module: a daemon on SQLite never needs pg (≈ 1.4 MB of heap).
+  const { Pool } = (await import('pg')).default;
+  const pool: pg.Pool = new Pool({
     connectionString: url,
     max: opts.poolSize ?? 10,
     connectionTimeoutMillis: opts.connectTimeoutMs ?? 5000,

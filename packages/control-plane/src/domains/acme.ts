@@ -6,7 +6,7 @@
  */
 import https from 'node:https';
 import tls from 'node:tls';
-import * as acme from 'acme-client';
+import type { Client } from 'acme-client';
 import { certificateDates } from './local-ca.ts';
 import type { IssuedPem } from './local-ca.ts';
 
@@ -28,25 +28,35 @@ export interface Http01Solver {
   remove(token: string): Promise<void>;
 }
 
-export function newAccountKey(): Promise<string> {
-  return acme.crypto.createPrivateEcdsaKey().then((b) => b.toString());
+/** acme-client (with axios and its crypto) is ≈ 5.5 MB of heap: loaded only where TLS mode acme issues certificates. */
+const loadAcme = () => import('acme-client');
+
+export async function newAccountKey(): Promise<string> {
+  return (await (await loadAcme()).crypto.createPrivateEcdsaKey()).toString();
 }
 
 export class AcmeIssuer {
-  private readonly client: acme.Client;
+  private client: Promise<Client> | null = null;
 
-  constructor(private readonly settings: AcmeSettings, accountKeyPem: string, private readonly solver: Http01Solver) {
-    if (settings.caBundle) {
-      // acme-client talks through its own axios instance; trust the extra CA there only.
-      acme.axios.defaults.httpsAgent = new https.Agent({ ca: [...tls.rootCertificates, settings.caBundle], keepAlive: true });
-    }
-    this.client = new acme.Client({ directoryUrl: settings.directoryUrl, accountKey: accountKeyPem, backoffAttempts: 10, backoffMin: 500, backoffMax: 5_000 });
+  constructor(private readonly settings: AcmeSettings, private readonly accountKeyPem: string, private readonly solver: Http01Solver) {}
+
+  private acmeClient(): Promise<Client> {
+    this.client ??= loadAcme().then((acme) => {
+      if (this.settings.caBundle) {
+        // acme-client talks through its own axios instance; trust the extra CA there only.
+        acme.axios.defaults.httpsAgent = new https.Agent({ ca: [...tls.rootCertificates, this.settings.caBundle], keepAlive: true });
+      }
+      return new acme.Client({ directoryUrl: this.settings.directoryUrl, accountKey: this.accountKeyPem, backoffAttempts: 10, backoffMin: 500, backoffMax: 5_000 });
+    });
+    return this.client;
   }
 
   async issue(hostnames: string[], challengeType: ChallengeType): Promise<IssuedPem> {
     if (challengeType !== 'http-01') throw new Error(`ACME challenge type ${challengeType} is not supported yet; use http-01`);
+    const acme = await loadAcme();
+    const client = await this.acmeClient();
     const [key, csr] = await acme.crypto.createCsr({ commonName: hostnames[0], altNames: hostnames }, await acme.crypto.createPrivateEcdsaKey());
-    const certPem = await this.client.auto({
+    const certPem = await client.auto({
       csr,
       email: this.settings.email,
       termsOfServiceAgreed: true,

@@ -11,8 +11,8 @@
  * Also reported: the route table the nodes receive (its size: NATS refuses messages over its
  * max_payload, 1 MB by default) and the server's V8 heap once settled (from /metrics).
  * Run: node --import tsx bench/scale.ts        (smaller: BENCH_ORGS=10 BENCH_APPS_PER_ORG=100)
- * The server runs as `npm start` runs it (scripts/daemon.mjs; BENCH_SERVER_LAUNCH=tsx: through tsx);
- * BENCH_SERVER_ENV="K=V …" adds to its environment (e.g. MALLOC_ARENA_MAX=2, as `npm start` sets it),
+ * The server runs as `npm start` runs it (scripts/daemon.sh; BENCH_SERVER_LAUNCH=bundle: scripts/daemon.mjs
+ * without its process settings, =tsx: through tsx); BENCH_SERVER_ENV="K=V …" adds to its environment,
  * BENCH_SERVER_NODE_ARGS adds node flags to the loaded server, BENCH_HOLD_S keeps it up after measuring.
  */
 import { spawn } from 'node:child_process';
@@ -100,11 +100,15 @@ async function startServer(dir: string, natsUrl: string, profile = false): Promi
   // BENCH_SERVER_NODE_ARGS: node flags for the loaded server only, e.g. a V8 tick profile that
   // survives a kill: "--prof --no-logfile-per-isolate --logfile=/tmp/v8.log".
   const prof = profile && process.env.BENCH_SERVER_NODE_ARGS ? process.env.BENCH_SERVER_NODE_ARGS.split(' ').filter(Boolean) : [];
-  // As `npm start` runs the daemons (scripts/daemon.mjs: the bundled JavaScript); BENCH_SERVER_LAUNCH=tsx: through tsx, as before ADR 0021.
-  const entry = process.env.BENCH_SERVER_LAUNCH === 'tsx' ? ['--import', 'tsx', join(ROOT, 'packages/server/src/main.ts')] : [join(ROOT, 'scripts/daemon.mjs')];
-  // BENCH_SERVER_ENV: extra environment for both servers, e.g. "MALLOC_ARENA_MAX=2".
+  // As `npm start` runs the daemons (scripts/daemon.sh: malloc and V8 heap settings, then the bundle;
+  // ADR 0024); BENCH_SERVER_LAUNCH=bundle: scripts/daemon.mjs without those settings; =tsx: through tsx, as before ADR 0021.
+  const launch = process.env.BENCH_SERVER_LAUNCH ?? 'daemon';
+  const [command, args] = launch === 'tsx' ? [process.execPath, [...prof, '--import', 'tsx', join(ROOT, 'packages/server/src/main.ts')]]
+    : launch === 'bundle' ? [process.execPath, [...prof, join(ROOT, 'scripts/daemon.mjs')]]
+    : ['sh', [join(ROOT, 'scripts/daemon.sh')]];
+  // BENCH_SERVER_ENV: extra environment for both servers, e.g. "SHELLWEGO_HEAP_GROWING_PERCENT=0".
   const extraEnv = Object.fromEntries((process.env.BENCH_SERVER_ENV ?? '').split(' ').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
-  const proc = spawn(process.execPath, [...prof, ...entry, 'server'], {
+  const proc = spawn(command, [...args, 'server'], {
     cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'],
     env: {
       ...(process.env as Record<string, string>), SHELLWEGO_NATS_URL: natsUrl, SHELLWEGO_DATA_DIR: dir, SHELLWEGO_BLOBS_DIR: join(dir, 'blobs'),
@@ -112,6 +116,7 @@ async function startServer(dir: string, natsUrl: string, profile = false): Promi
       SHELLWEGO_ADMIN_EMAIL: EMAIL, SHELLWEGO_ADMIN_PASSWORD: PASSWORD,
       // Core NATS, as measured so far (JetStream is split mode's default; this nats-server runs without -js).
       SHELLWEGO_NATS_JETSTREAM: '0',
+      ...(launch === 'daemon' && prof.length > 0 ? { SHELLWEGO_NODE_FLAGS: prof.join(' ') } : {}),
       ...extraEnv,
     },
   });

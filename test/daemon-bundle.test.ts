@@ -42,3 +42,21 @@ test('SHELLWEGO_RUN_WITH_TSX=1 runs the TypeScript entry through tsx', () => {
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /Usage: shellwego-server/);
 });
+
+test('scripts/daemon.sh starts the daemon with its malloc and V8 heap settings (ADR 0024); the environment wins', () => {
+  // The node flags a caller adds come after the wrapper's: here one that prints what the process got instead of starting.
+  const probe = (env: Record<string, string>) => {
+    const r = spawnSync('sh', [join(ROOT, 'scripts/daemon.sh'), 'up'], {
+      cwd: ROOT, encoding: 'utf8',
+      env: { ...process.env, MALLOC_ARENA_MAX: '', MALLOC_MMAP_THRESHOLD_: '', MALLOC_TRIM_THRESHOLD_: '', ...env, SHELLWEGO_NODE_FLAGS: '-p JSON.stringify([process.env.MALLOC_ARENA_MAX,process.env.MALLOC_MMAP_THRESHOLD_,process.env.MALLOC_TRIM_THRESHOLD_,process.execArgv])' },
+    });
+    assert.equal(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout) as [string, string, string, string[]];
+  };
+  const [arenas, mmap, trim, argv] = probe({});
+  assert.deepEqual([arenas, mmap, trim], ['2', '131072', '131072']);
+  assert.equal(argv[0], '--max-semi-space-size=4');
+  const mine = probe({ MALLOC_ARENA_MAX: '4', SHELLWEGO_SEMI_SPACE_MB: '16' });
+  assert.equal(mine[0], '4');
+  assert.equal(mine[3][0], '--max-semi-space-size=16');
+});

@@ -258,19 +258,57 @@ test('a heartbeat of a removed node (its NATS user revoked) does not bring it ba
   }
 });
 
+/** An app with a release whose web process runs `web` instances (not reconciled yet). */
+async function webApp(store: Awaited<ReturnType<typeof openSqliteStore>>, organizationId: string, name: string, web: number) {
+  const secrets = new SecretBox(FileKeyProvider.fromKey(Buffer.alloc(32, 5)), store);
+  const user = await store.users.create({ id: newId('usr'), email: `${name}@example.com`, passwordHash: 'h', platformAdmin: false });
+  const app = await store.apps.create({ id: newId('app'), organizationId, name, plan: 'free' });
+  const build = await store.builds.create({ id: newId('bld'), appId: app.id, organizationId, sourceDigest: 'b'.repeat(64), createdBy: user.id });
+  const release = await store.releases.create({
+    id: newId('rel'), appId: app.id, organizationId, buildId: build.id, description: 'test', processTypes: { web: 'x' },
+    artifactDigest: 'a'.repeat(64), configSealed: await secrets.sealJson(app, {}), configKeys: [], createdBy: user.id,
+  });
+  await store.apps.update(organizationId, app.id, { currentReleaseId: release.id });
+  await store.formation.upsert(organizationId, app.id, 'web', { quantity: web, command: 'x' });
+  return app;
+}
+
+const running = (id: string, address: string): InstanceStatusMessage => ({
+  nodeId: 'nod_1', instanceId: id, state: 'running', exitCode: null, signal: null, oomKilled: false, restarts: 0, address,
+  startedAt: null, at: new Date().toISOString(), restartGeneration: 0,
+});
+
+test('a pass that drains an instance takes it out of the route table in the same publish, ahead of any node set', async () => {
+  const { store, bus, org, deployer, tables, assignments, cleanup } = await setup(new Date().toISOString());
+  try {
+    const app = await webApp(store, org.id, 'shrinks', 2);
+    await deployer.reconcileApp(org.id, app.id);
+    const rows = await store.instances.listByApp(org.id, app.id);
+    await bus.publish(subjects.instanceStatus('nod_1'), { nodeId: 'nod_1', statuses: rows.map((r, i) => running(r.id, `10.89.0.${i + 2}:5000`)) } satisfies InstanceStatusReport);
+    await bus.drain();
+    await deployer.reconcileAll();
+    await bus.drain();
+    const order: string[] = [];
+    bus.subscribe<RouteTableMessage>(subjects.routes, () => { order.push('routes'); });
+    bus.subscribe<AssignmentsMessage>(subjects.assignments('nod_1'), () => { order.push('set'); });
+    const before = tables.length;
+    // Scaled down behind the deployer's back: only a pass finds it.
+    await store.formation.upsert(org.id, app.id, 'web', { quantity: 1, command: 'x' });
+    await deployer.reconcileAll();
+    await bus.drain();
+    assert.ok(tables.length > before, 'the pass published the table');
+    assert.equal(tables.at(-1)!.routes['shrinks.localhost']?.backends.length, 1, 'the draining instance is out of the router');
+    assert.equal(order[0], 'routes');
+    assert.ok(assignments.length > 0);
+  } finally {
+    await cleanup();
+  }
+});
+
 test("a node's status report: only statuses that differ from the rows are written; one naming another node changes nothing", async () => {
   const { store, bus, org, deployer, cleanup } = await setup(new Date().toISOString());
   try {
-    const secrets = new SecretBox(FileKeyProvider.fromKey(Buffer.alloc(32, 5)), store);
-    const user = await store.users.create({ id: newId('usr'), email: 'report@example.com', passwordHash: 'h', platformAdmin: false });
-    const app = await store.apps.create({ id: newId('app'), organizationId: org.id, name: 'reported', plan: 'free' });
-    const build = await store.builds.create({ id: newId('bld'), appId: app.id, organizationId: org.id, sourceDigest: 'b'.repeat(64), createdBy: user.id });
-    const release = await store.releases.create({
-      id: newId('rel'), appId: app.id, organizationId: org.id, buildId: build.id, description: 'test', processTypes: { web: 'x' },
-      artifactDigest: 'a'.repeat(64), configSealed: await secrets.sealJson(app, {}), configKeys: [], createdBy: user.id,
-    });
-    await store.apps.update(org.id, app.id, { currentReleaseId: release.id });
-    await store.formation.upsert(org.id, app.id, 'web', { quantity: 2, command: 'x' });
+    const app = await webApp(store, org.id, 'reported', 2);
     await deployer.reconcileApp(org.id, app.id);
     const [a, b] = await store.instances.listByApp(org.id, app.id);
     assert.ok(a && b && a.nodeId === 'nod_1' && b.nodeId === 'nod_1');

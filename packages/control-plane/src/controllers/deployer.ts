@@ -689,12 +689,7 @@ export class Deployer {
     const { store } = this.deps;
     // Routes first: a stopping instance leaves the router before the agent signals it.
     let changed = false;
-    for (const [appId, organizationId] of apps) {
-      const [app, deployment, instances] = await Promise.all([
-        store.apps.get(organizationId, appId), store.deployments.active(organizationId, appId), store.instances.listByApp(organizationId, appId),
-      ]);
-      changed = this.setRouteEntry(appId, app ? this.routeEntry(app, instances, deployment) : null) || changed;
-    }
+    for (const [appId, organizationId] of apps) changed = await this.refreshEntry(organizationId, appId) || changed;
     // A table the bus refuses (too large, bus away) must not hold back assignments: both are logged and retried by the pass.
     const mode = routesBehind === 'new version' ? 'force' : changed ? 'changed' : routesBehind ? 'resend' : null;
     const routesFailed = mode ? await this.publishTable(mode).then(() => null, (err: unknown) => err) : null;
@@ -723,6 +718,12 @@ export class Deployer {
           // What was marked before these reads is covered by them.
           this.dirtyApps.clear();
           await this.rebuildRouteEntries();
+        } else {
+          // Apps the pass itself changed (read before it did): their entries afresh, before any
+          // node's set moves — a stopping instance leaves the router before its agent stops it.
+          const dirty = this.dirtyApps;
+          this.dirtyApps = new Map();
+          for (const [appId, organizationId] of dirty) await this.refreshEntry(organizationId, appId);
         }
         routesFailed = await this.publishTable(what.routes).then(() => null, (err: unknown) => err);
       }
@@ -747,6 +748,15 @@ export class Deployer {
       }
       if (routesFailed) throw routesFailed;
     });
+  }
+
+  /** One app's route entry from the store (gone with the app); true when it changed. */
+  private async refreshEntry(organizationId: string, appId: string): Promise<boolean> {
+    const { store } = this.deps;
+    const [app, deployment, instances] = await Promise.all([
+      store.apps.get(organizationId, appId), store.deployments.active(organizationId, appId), store.instances.listByApp(organizationId, appId),
+    ]);
+    return this.setRouteEntry(appId, app ? this.routeEntry(app, instances, deployment) : null);
   }
 
   /** Every app's route entry from the store, a page of apps at a time. */

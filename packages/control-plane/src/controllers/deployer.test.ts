@@ -111,6 +111,17 @@ test('a node behind what was sent to it (lost message, restarted agent) gets it 
     await heard(beat(theirs, table.version + 1e9));
     assert.ok(assignments.at(-1)!.generation > theirs);
     assert.ok(tables.at(-1)!.version > table.version + 1e9);
+
+    // Numbers no control plane issued (a rogue node): ignored, so no later number is pushed out of range.
+    const [setsNow, tablesNow] = [assignments.length, tables.length];
+    await heard(beat(1e300, 1e300));
+    await heard({ ...beat(null, null), assignmentsGeneration: 'x' as unknown as number, routesVersion: -5 });
+    assert.equal(assignments.length, setsNow);
+    assert.equal(tables.length, tablesNow);
+    await store.apps.create({ id: newId('app'), organizationId: org.id, name: 'two', plan: 'standard' });
+    await deployer.reconcileAll();
+    await bus.drain();
+    assert.ok(tables.at(-1)!.version < 1e300 && Number.isSafeInteger(tables.at(-1)!.version));
   } finally {
     await cleanup();
   }

@@ -499,7 +499,7 @@ export class Deployer {
   private catchUp(m: HeartbeatMessage): void {
     if (!this.leading) return;
     const now = Date.now();
-    const got = m.assignmentsGeneration;
+    const got = reportedNumber(m.assignmentsGeneration);
     if (got !== undefined) {
       this.reporting.add(m.nodeId);
       const sent = this.published.get(m.nodeId);
@@ -510,7 +510,7 @@ export class Deployer {
         void this.publishSoon();
       }
     }
-    const held = m.routesVersion;
+    const held = reportedNumber(m.routesVersion);
     const table = this.lastRouteTable;
     if (held !== undefined && table && held !== table.version && now - this.routesSentAt > this.catchUpGraceMs) {
       // A router holding a newer version than ours refuses ours: the next version passes it.
@@ -932,6 +932,17 @@ const digest = (s: string) => createHash('sha256').update(s).digest('base64');
 
 const sameRow = (a: AppRow, b: AppRow) => a.updatedAt === b.updatedAt && a.name === b.name && a.plan === b.plan && a.currentReleaseId === b.currentReleaseId &&
   a.restartGeneration === b.restartGeneration && a.organizationId === b.organizationId;
+
+/**
+ * A generation or route version a node reports: null (it holds none), a number this platform
+ * could have issued (counters start at the clock in microseconds), or undefined — absent, or
+ * implausible and ignored: a node reporting 1e300 must not push every later number past the
+ * point where adding one changes nothing.
+ */
+function reportedNumber(v: unknown): number | null | undefined {
+  if (v === null) return null;
+  return typeof v === 'number' && Number.isSafeInteger(v) && v > 0 && v <= (Date.now() + 86_400_000) * 1000 ? v : undefined;
+}
 
 /** A status that tells nothing new about its row (same state, address, restarts and, when sent, last lines). */
 function unchanged(row: InstanceRow, m: InstanceStatusMessage): boolean {

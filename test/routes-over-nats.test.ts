@@ -73,9 +73,15 @@ after(async () => {
 test('a table over 1 MB arrives whole in chunks, never half; a change follows as a delta', async () => {
   await deployer.publishRoutes(true);
   const sizesOf = (ms: RouteTableMessage[]) => ms.map((m) => Buffer.byteLength(JSON.stringify(m)));
-  // The router's own request at start is answered with a full table too: wait for the last one published.
-  await until('the router holds the last full table', () => seen.some((m) => m.chunk) && router.table().version === seen.filter((m) => m.chunk).at(-1)!.version);
-  const full = seen.filter((m) => m.chunk && m.version === router.table().version);
+  // The router's own requests at start are answered with full tables too (each a new version), and
+  // this watcher may be behind the router: wait until it saw every chunk of the version the router holds.
+  const chunksHeld = () => {
+    const v = router.routesVersion();
+    const parts = seen.filter((m) => m.chunk && m.version === v);
+    return parts.length > 0 && parts.length === parts[0].chunk!.count ? parts : null;
+  };
+  await until('the router holds a full table the watcher saw whole', () => chunksHeld() !== null);
+  const full = chunksHeld()!;
   sizes = sizesOf(full);
   assert.ok(sizes.reduce((a, b) => a + b, 0) > 1024 * 1024, 'the table is larger than one NATS message may be');
   assert.ok(Math.max(...sizes) <= 256 * 1024, 'each chunk stays under the limit');

@@ -169,4 +169,10 @@ test('status reports: one message per node while it fits; thousands split into r
     assert.equal(p.nodeId, 'nod_1');
   }
   assert.deepEqual(parts.flatMap((p) => p.statuses), big.statuses);
+
+  // One status over the limit by itself (last lines of escaped control bytes) goes alone; the report does not fail.
+  const noisy = { ...status(9), lastLog: ['\u0001'.repeat(60_000)] };
+  const mixed = splitStatusReport({ nodeId: 'nod_1', statuses: [status(1), noisy, status(2)] });
+  assert.deepEqual(mixed.map((p) => p.statuses.map((s) => s.instanceId)), [[status(1).instanceId, status(2).instanceId], [noisy.instanceId]]);
+  assert.deepEqual(splitStatusReport({ nodeId: 'nod_1', statuses: [noisy] }), [{ nodeId: 'nod_1', statuses: [noisy] }]);
 });

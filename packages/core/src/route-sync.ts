@@ -4,7 +4,7 @@
  * chunks of one version, and changes go as deltas against the version before. A router swaps in a
  * table only when it is whole: all chunks of one version, or a delta whose base it holds.
  */
-import type { AssignmentsMessage, CertificatesMessage, InstanceStatusReport, RouteTableMessage } from './messages.ts';
+import type { AssignmentsMessage, CertificatesMessage, InstanceStatusMessage, InstanceStatusReport, RouteTableMessage } from './messages.ts';
 
 /** Serialised size a route message stays under (well below NATS's 1 MB default max_payload). */
 export const ROUTE_CHUNK_BYTES = 256 * 1024;
@@ -149,11 +149,22 @@ export class CertificatesAssembler {
   }
 }
 
-/** A status report in messages under `maxBytes` each (one when it fits); each part is a report of its own. */
+/**
+ * A status report in messages under `maxBytes` each (one when it fits); each part is a report of
+ * its own. A status larger than that alone (last lines full of escaped bytes) goes in a part by
+ * itself, as it would as a single status: the report never fails for one instance's output.
+ */
 export function splitStatusReport(msg: InstanceStatusReport, maxBytes = ROUTE_CHUNK_BYTES): InstanceStatusReport[] {
   const head = jsonBytes({ ...msg, statuses: [] });
-  const parts = packItems(msg.statuses, (s) => jsonBytes(s) + 1, head, maxBytes, (s, bytes) => `the status of instance ${s.instanceId} is ${bytes} bytes`);
-  return parts ? parts.map((statuses) => ({ nodeId: msg.nodeId, statuses })) : [msg];
+  const fits: InstanceStatusMessage[] = [];
+  const alone: InstanceStatusReport[] = [];
+  for (const s of msg.statuses) {
+    if (head + jsonBytes(s) + 1 > maxBytes) alone.push({ nodeId: msg.nodeId, statuses: [s] });
+    else fits.push(s);
+  }
+  const parts = packItems(fits, (s) => jsonBytes(s) + 1, head, maxBytes, (s, bytes) => `the status of instance ${s.instanceId} is ${bytes} bytes`);
+  const packed = parts ? parts.map((statuses) => ({ nodeId: msg.nodeId, statuses })) : fits.length > 0 ? [{ nodeId: msg.nodeId, statuses: fits }] : [];
+  return alone.length === 0 && packed.length === 1 && fits.length === msg.statuses.length ? [msg] : [...packed, ...alone];
 }
 
 /**

@@ -213,13 +213,7 @@ export class Deployer {
     this.cluster = { at: Date.now(), nodes, alloc };
     const now = Date.now();
     const present = new Set<string>();
-    for (let after: string | null = null; ;) {
-      const seq = this.publishSeq;
-      const page = await store.scheduling.passPage(after, PASS_PAGE);
-      if (page.apps.length === 0) break;
-      after = page.apps[page.apps.length - 1].id;
-      const byApp = byAppId(page.instances);
-      const activeDeployments = new Map(page.deployments.map((d) => [d.appId, d]));
+    for await (const { page, byApp, activeDeployments, seq } of this.passPages()) {
       // Level-triggered routes from these reads, unless a publish began meanwhile (it may carry
       // newer state; whatever changed is marked for the next publish anyway).
       if (seq === this.publishSeq) for (const app of page.apps) this.setRouteEntry(app.id, this.routeEntry(app, byApp.get(app.id) ?? [], activeDeployments.get(app.id)));
@@ -234,7 +228,6 @@ export class Deployer {
         present.add(app.id);
         const formation = page.formations.get(app.id) ?? [];
         const settings = page.settings.get(app.id) ?? DEFAULT_DEPLOY_SETTINGS;
-        this.rememberApp(app, formation, settings);
         const instances = byApp.get(app.id) ?? [];
         const target = targetOf(app);
         const settled = !activeDeployments.has(app.id) && !page.withStoppedRows.has(app.id) &&
@@ -250,6 +243,22 @@ export class Deployer {
     // Level-triggered: every node's set where it changed (or to nodes that do not report what
     // they hold), and the route table where it changed (else now and then whole, as a keepalive).
     await this.publishAll({ routes: 'pass', assignments: 'pass' }, { entriesFresh: true });
+  }
+
+  /**
+   * Every app, `PASS_PAGE` at a time (a page's rows are garbage young, before V8 moves them to its
+   * old space), with its instances grouped and its active deployment; each app's cached rows are
+   * refreshed on the way. `seq`: the publish count before the page was read.
+   */
+  private async *passPages() {
+    for (let after: string | null = null; ;) {
+      const seq = this.publishSeq;
+      const page = await this.deps.store.scheduling.passPage(after, PASS_PAGE);
+      if (page.apps.length === 0) return;
+      after = page.apps[page.apps.length - 1].id;
+      for (const app of page.apps) this.rememberApp(app, page.formations.get(app.id) ?? [], page.settings.get(app.id) ?? DEFAULT_DEPLOY_SETTINGS);
+      yield { page, seq, byApp: groupBy(page.instances, (i) => i.appId), activeDeployments: new Map(page.deployments.map((d) => [d.appId, d])) };
+    }
   }
 
   /** Entries of apps a page-by-page read did not see: the app is gone, or was created after its page was read. */
@@ -729,12 +738,7 @@ export class Deployer {
       }
       if (what.assignments !== null) {
         this.dirtyNodes.clear();
-        const volumes = new Map<string, VolumeRow[]>();
-        for (const v of await store.volumes.listPinned()) {
-          const list = volumes.get(v.nodeId!);
-          if (list) list.push(v);
-          else volumes.set(v.nodeId!, [v]);
-        }
+        const volumes = groupBy(await store.volumes.listPinned(), (v) => v.nodeId!);
         const nodes = await store.nodes.list();
         for (const node of nodes) {
           // Node by node: one node's rows at a time, not the whole cluster's.
@@ -762,16 +766,10 @@ export class Deployer {
   /** Every app's route entry from the store, a page of apps at a time. */
   private async rebuildRouteEntries(): Promise<void> {
     const present = new Set<string>();
-    for (let after: string | null = null; ;) {
-      const page = await this.deps.store.scheduling.passPage(after, PASS_PAGE);
-      if (page.apps.length === 0) break;
-      after = page.apps[page.apps.length - 1].id;
-      const byApp = byAppId(page.instances);
-      const deployments = new Map(page.deployments.map((d) => [d.appId, d]));
+    for await (const { page, byApp, activeDeployments } of this.passPages()) {
       for (const app of page.apps) {
         present.add(app.id);
-        this.rememberApp(app, page.formations.get(app.id) ?? [], page.settings.get(app.id) ?? DEFAULT_DEPLOY_SETTINGS);
-        this.setRouteEntry(app.id, this.routeEntry(app, byApp.get(app.id) ?? [], deployments.get(app.id)));
+        this.setRouteEntry(app.id, this.routeEntry(app, byApp.get(app.id) ?? [], activeDeployments.get(app.id)));
       }
     }
     await this.dropGoneEntries(present);
@@ -919,7 +917,7 @@ const CATCH_UP_GRACE_MS = 3000;
 const ROUTES_KEEPALIVE_MS = 20_000;
 /** The periodic pass takes at most about a tenth of the time (see `schedulePass`). */
 const PASS_SHARE = 10;
-/** Apps per page of a pass: a page's rows are garbage young, before V8 moves them to its old space. */
+/** Apps per page of a pass (see `passPages`). */
 const PASS_PAGE = 500;
 /** Releases kept decrypted in memory: every app's current release and then some at 10,000 apps. */
 const RELEASE_CACHE = 20_000;
@@ -952,13 +950,14 @@ function unchanged(row: InstanceRow, m: InstanceStatusMessage): boolean {
 
 const noChanges = (p: ReturnType<typeof planApp>) => p.create.length + p.drain.length + p.stop.length + p.forget.length === 0;
 
-/** Instance rows grouped by app, in the order read. */
-function byAppId(rows: InstanceRow[]): Map<string, InstanceRow[]> {
-  const out = new Map<string, InstanceRow[]>();
-  for (const i of rows) {
-    const list = out.get(i.appId);
-    if (list) list.push(i);
-    else out.set(i.appId, [i]);
+/** Rows grouped by a key, each group in the order read. */
+function groupBy<T>(rows: T[], key: (row: T) => string): Map<string, T[]> {
+  const out = new Map<string, T[]>();
+  for (const r of rows) {
+    const k = key(r);
+    const list = out.get(k);
+    if (list) list.push(r);
+    else out.set(k, [r]);
   }
   return out;
 }
